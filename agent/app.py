@@ -1,0 +1,198 @@
+"""The daemon: load and check everything, connect, serve, stop cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from agent.cloud.client import CloudClient
+from agent.config import Config
+from agent.engine import Engine, TaskRuntime
+from agent.errors import ModelLoadError, MqttError
+from agent.mqtt.client import Message, MqttClient, Will
+from agent.mqtt.topics import Topics
+from agent.registry import LoadedModel, Registry
+from agent.runtime.tflite import runtime_name
+from agent.service.notify import Notifier
+from agent.service.watchdog import WatchdogLoop
+from agent.stats import Stats
+from agent.tasks import TASKS
+from agent.wire import dumps
+
+log = logging.getLogger(__name__)
+
+
+def build_tasks(config: Config, registry: Registry) -> dict[str, TaskRuntime]:
+    """The served tasks, with their model specs verified (hash) but not yet loaded."""
+    runtimes: dict[str, TaskRuntime] = {}
+    for name, task_config in config.tasks.items():
+        if not task_config.enabled:
+            continue
+        models = registry.task(name)
+        edge = models.edge if task_config.local else None
+        if edge is not None and config.models.verify_hashes:
+            edge.verify()
+        cloud_model = None
+        if task_config.cloud and config.cloud.url:
+            cloud_model = task_config.cloud_model or name
+        if edge is None and cloud_model is None:
+            raise ModelLoadError(
+                str(registry.directory), f"task {name} has neither a local model nor a cloud"
+            )
+        threshold = task_config.threshold
+        runtimes[name] = TaskRuntime(
+            task=TASKS[name],
+            config=task_config,
+            labels=models.labels,
+            threshold=models.entry.threshold if threshold is None else threshold,
+            edge=edge,
+            cloud_model=cloud_model,
+        )
+    return runtimes
+
+
+def load_worker_models(
+    config: Config, tasks: dict[str, TaskRuntime]
+) -> list[dict[str, LoadedModel]]:
+    """One interpreter per task per worker (interpreters are not thread-safe)."""
+    return [
+        {
+            name: rt.edge.load(config.models.num_threads)
+            for name, rt in tasks.items()
+            if rt.edge is not None
+        }
+        for _ in range(config.workers.count)
+    ]
+
+
+class Agent:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.topics = Topics(config.base_topic, config.id)
+        self.stats = Stats()
+        self.notifier = notifier or Notifier()
+        self._stop = threading.Event()
+        self._stopped = False
+        registry = Registry(config.models.dir)
+        self.tasks = build_tasks(config, registry)
+        worker_models = load_worker_models(config, self.tasks)
+        log.info(
+            "TFLite runtime: %s; tasks: %s",
+            runtime_name(),
+            ", ".join(
+                f"{n} (edge={rt.edge.name if rt.edge else None}, cloud={rt.cloud_model}, "
+                f"threshold={rt.threshold:.3f})"
+                for n, rt in self.tasks.items()
+            ),
+        )
+        token = config.cloud.token()
+        self.cloud = (
+            CloudClient(config.cloud, token.get_secret_value() if token else None)
+            if config.cloud.url
+            else None
+        )
+        password = config.mqtt.password()
+        self.mqtt = MqttClient(
+            config.mqtt,
+            config.client_id,
+            will=Will(self.topics.status, b"offline"),
+            subscriptions=[(self.topics.request_filter, config.mqtt.qos)],
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            password=password.get_secret_value() if password else None,
+        )
+        self.engine = Engine(
+            config, self.topics, self.mqtt, self.stats, self.tasks, worker_models, self.cloud
+        )
+        self._watchdog: WatchdogLoop | None = None
+        self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.mqtt.publish(self.topics.status, b"online", qos=1, retain=True)
+
+    def _on_message(self, message: Message) -> None:
+        self.engine.submit(message)
+
+    # ------------------------------------------------------------------ health and stats
+
+    def health(self) -> tuple[bool, str]:
+        if not self.mqtt.alive():
+            return False, "MQTT network thread is not running"
+        return self.engine.healthy(stall_s=30.0)
+
+    def stats_snapshot(self) -> dict[str, object]:
+        breaker = self.cloud.breaker.state if self.cloud else None
+        return self.stats.snapshot(
+            queue_depth=self.engine.queue_depth,
+            inflight=self.engine.inflight,
+            mqtt_connected=self.mqtt.connected,
+            cloud_breaker=breaker,
+        )
+
+    def _stats_loop(self) -> None:
+        while not self._stop.wait(self.config.stats.interval_s):
+            if self.mqtt.connected:
+                self.mqtt.publish(
+                    self.topics.stats, dumps(self.stats_snapshot()), qos=0, retain=True
+                )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, connect_timeout: float = 30.0) -> None:
+        self.engine.start()
+        self.mqtt.start()
+        deadline = time.monotonic() + connect_timeout
+        while not self.mqtt.wait_connected(0.2):
+            if self.mqtt.fatal is not None:
+                raise self.mqtt.fatal
+            if time.monotonic() > deadline:
+                log.warning("not connected to the broker yet; still trying in the background")
+                break
+        self._stats_thread.start()
+        self.notifier.ready(f"serving {', '.join(self.tasks)} on {self.topics.root}")
+        self._watchdog = WatchdogLoop(self.notifier, self.health)
+        self._watchdog.start()
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or a fatal MQTT error). Returns the exit code."""
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        try:
+            self.start()
+        except MqttError as exc:
+            log.error("%s", exc)
+            self.shutdown()
+            return 1
+        while not self._stop.wait(0.5):
+            if self.mqtt.fatal is not None:
+                log.error("%s", self.mqtt.fatal)
+                self.shutdown()
+                return 1
+        self.shutdown()
+        return 0
+
+    def _signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def shutdown(self, drain_s: float = 1.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self.notifier.stopping()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self.engine.stop(drain_s)
+        self.mqtt.stop(final=(self.topics.status, b"stopped"), timeout=0.8)
+        if self.cloud is not None:
+            self.cloud.close()
+        log.info("stopped")

@@ -1,0 +1,199 @@
+"""The `edge-agent` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.config import Config, check_files, load_config
+from agent.errors import ConfigError, EdgeAgentError, ModelLoadError
+
+log = logging.getLogger("agent")
+
+DEFAULT_CONFIG = "deploy/agent.yaml"
+
+
+def _config_path(value: str | None) -> Path | None:
+    if value:
+        return Path(value)
+    env = os.environ.get("EDGE_AGENT_CONFIG")
+    if env:
+        return Path(env)
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def _setup_logging(level: str) -> None:
+    from agent.service.logsetup import setup_logging
+
+    setup_logging(level)
+
+
+def _register_secrets(config: Config) -> None:
+    from agent.service.logsetup import register_secret
+
+    for secret in (config.mqtt.password(), config.cloud.token()):
+        if secret is not None and secret.get_secret_value():
+            register_secret(secret.get_secret_value())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args.config))
+    _setup_logging(args.log_level or config.log_level)
+    _register_secrets(config)
+    problems = check_files(config)
+    if problems:
+        raise ConfigError(problems)
+    from agent.app import Agent
+
+    log.info("edge-agent %s starting as %s", __version__, config.id)
+    agent = Agent(config)
+    return agent.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    problems = check_files(config)
+    if not problems:
+        from agent.app import build_tasks, load_worker_models
+        from agent.registry import Registry
+
+        try:
+            registry = Registry(config.models.dir)
+            tasks = build_tasks(config, registry)
+            load_worker_models(
+                config.model_copy(
+                    update={"workers": config.workers.model_copy(update={"count": 1})}
+                ),
+                tasks,
+            )
+        except ModelLoadError as exc:
+            problems.append(f"models: {exc}")
+    if problems:
+        print(ConfigError(problems), file=sys.stderr)
+        return 1
+    print(f"{path or '<defaults>'}: OK (id={config.id}, tasks={sorted(config.tasks)})")
+    return 0
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "INFO")
+    from agent.cloud.server import serve
+
+    models_dir = Path(args.models) if args.models else None
+    if models_dir is None:
+        models_dir = load_config(_config_path(args.config)).models.dir
+    serve(
+        models_dir,
+        args.host,
+        args.port,
+        instances=args.instances,
+        log_level=args.log_level or "info",
+    )
+    return 0
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    if args.models:
+        return Path(args.models)
+    return load_config(_config_path(args.config)).models.dir
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from agent.registry import Registry
+
+    registry = Registry(_models_dir(args))
+    if args.json:
+        print(json.dumps(registry.manifest.model_dump(mode="json"), indent=2))
+        return 0
+    print(f"{'model':<24} {'task':<10} {'role':<10} {'version':<8} {'size':>9}  file")
+    for name, entry in registry.manifest.models.items():
+        path = registry.directory / entry.file
+        size = f"{path.stat().st_size / 1024:.1f} KB" if path.is_file() else "missing"
+        row = f"{name:<24} {entry.task:<10} {entry.role:<10} {entry.version:<8} {size:>9}"
+        print(f"{row}  {entry.file}")
+    for task, t in registry.manifest.tasks.items():
+        print(f"task {task}: threshold {t.threshold:.3f}, labels {', '.join(t.labels)}")
+    return 0
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from agent.registry import Registry
+
+    registry = Registry(_models_dir(args))
+    bad = 0
+    for name, path, problem in registry.verify_all():
+        if problem is None:
+            print(f"ok    {name:<24} {path}")
+        else:
+            bad += 1
+            print(f"FAIL  {name:<24} {path}: {problem}")
+    print(f"{bad} problem(s)" if bad else "all models verified")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c", "--config", help=f"config file (default $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})"
+        )
+        p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    p = sub.add_parser("run", help="run the agent")
+    with_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and the models it names")
+    with_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("cloud", help="serve the cloud models over the Open Inference Protocol")
+    with_config(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--models", help="models directory (default: the config's models.dir)")
+    p.add_argument("--instances", type=int, default=2, help="interpreters per model")
+    p.set_defaults(func=cmd_cloud)
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(
+        dest="models_command", required=True
+    )
+    for name, func, helptext in (
+        ("list", cmd_models_list, "list the models in the manifest"),
+        ("verify", cmd_models_verify, "check every model file against its sha256"),
+    ):
+        p = models.add_parser(name, help=helptext)
+        with_config(p)
+        p.add_argument("--models", help="models directory (default: the config's models.dir)")
+        if name == "list":
+            p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except EdgeAgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

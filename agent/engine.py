@@ -1,0 +1,460 @@
+"""The request engine: validate, run the edge model, route to the cloud, answer exactly once.
+
+paho's network thread only enqueues (`submit`). Worker threads, each with its own
+interpreters, take micro-batches from a bounded queue, validate, run the edge model and
+either answer or hand the job to the cloud pool. A deadline timer guarantees that a job
+waiting for the cloud is answered (degraded) by its deadline even if the cloud hangs; a
+per-job guard makes sure the late cloud answer is then dropped, not sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.cloud.client import CloudClient
+from agent.config import Config, TaskConfig
+from agent.errors import CloudError, InputError, ModelRuntimeError
+from agent.mqtt.client import Message
+from agent.mqtt.topics import Topics, safe_level
+from agent.registry import LoadedModel, ModelSpec
+from agent.stats import Stats
+from agent.tasks.base import FloatArray, Task
+from agent.timers import DeadlineTimer, TimerHandle
+from agent.wire import dumps, error_message, failure, loads, parse_request, read_request_id
+
+log = logging.getLogger(__name__)
+
+Probs = npt.NDArray[np.float32]
+
+
+class Publisher(Protocol):
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> bool: ...
+
+    def ack(self, message: Message) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskRuntime:
+    """Everything shared about a served task (the interpreters are per worker)."""
+
+    task: Task
+    config: TaskConfig
+    labels: tuple[str, ...]
+    threshold: float
+    edge: ModelSpec | None
+    cloud_model: str | None  # name on the cloud service; None: no cloud for this task
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+@dataclass(eq=False)
+class Job:
+    task: str
+    message: Message
+    received: float
+    deadline: float = 0.0
+    rid: str | None = None
+    route: str = "auto"
+    canonical: FloatArray | None = None
+    answered: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def top_result(probs: Probs, labels: tuple[str, ...], k: int) -> dict[str, Any]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    top = [{"label": labels[i], "score": round(float(probs[i]), 6)} for i in order]
+    return {"label": top[0]["label"], "score": top[0]["score"], "top": top}
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        topics: Topics,
+        publisher: Publisher,
+        stats: Stats,
+        tasks: dict[str, TaskRuntime],
+        worker_models: list[dict[str, LoadedModel]],
+        cloud: CloudClient | None,
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self._pub = publisher
+        self._stats = stats
+        self._tasks = tasks
+        self._worker_models = worker_models
+        self._cloud = cloud
+        self._qos = config.mqtt.qos
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=config.workers.queue_size)
+        self._max_batch = config.workers.max_batch
+        self._running = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._progress = [0.0 for _ in worker_models]
+        self._busy_since = [0.0 for _ in worker_models]
+        self._timer = DeadlineTimer()
+        self._cloud_pool = ThreadPoolExecutor(
+            max_workers=config.cloud.max_concurrency, thread_name_prefix="cloud"
+        )
+        self._cloud_lock = threading.Lock()
+        self._cloud_pending = 0
+        self._inflight_lock = threading.Lock()
+        self._inflight = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._running.set()
+        self._timer.start()
+        for i, models in enumerate(self._worker_models):
+            thread = threading.Thread(
+                target=self._work, args=(i, models), name=f"worker-{i}", daemon=True
+            )
+            thread.start()
+            self._workers.append(thread)
+
+    def stop(self, drain_s: float) -> None:
+        """Finish what is queued or in flight for up to `drain_s`, then stop the threads.
+        Unfinished inbound messages stay unacknowledged, so the broker redelivers them."""
+        end = time.monotonic() + drain_s
+        while time.monotonic() < end and (self._queue.qsize() or self.inflight):
+            time.sleep(0.01)
+        self._running.clear()
+        for thread in self._workers:
+            thread.join(max(0.0, end - time.monotonic()) + 0.2)
+        self._timer.stop()
+        self._cloud_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def inflight(self) -> int:
+        with self._inflight_lock:
+            return self._inflight
+
+    def _track(self, delta: int) -> None:
+        with self._inflight_lock:
+            self._inflight += delta
+
+    def healthy(self, stall_s: float) -> tuple[bool, str]:
+        """Workers alive and none stuck on one batch for longer than `stall_s`."""
+        now = time.monotonic()
+        for i, thread in enumerate(self._workers):
+            if not thread.is_alive():
+                return False, f"worker {i} died"
+            if self._busy_since[i] and now - self._busy_since[i] > stall_s:
+                return False, f"worker {i} stuck for {now - self._busy_since[i]:.0f}s"
+        return True, "ok"
+
+    # ------------------------------------------------------------------ intake (network thread)
+
+    def submit(self, message: Message) -> None:
+        self._stats.inc("messages_in")
+        task = self._topics.task_of_request(message.topic) or "?"
+        job = Job(task=task, message=message, received=time.monotonic())
+        if not self._running.is_set():
+            return  # shutting down: not acknowledged, so the broker redelivers it later
+        self._track(1)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            try:
+                job.rid = read_request_id(loads(message.payload))
+            except InputError:
+                job.rid = None
+            self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
+
+    # ------------------------------------------------------------------ workers
+
+    def _work(self, index: int, models: dict[str, LoadedModel]) -> None:
+        while self._running.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                self._progress[index] = time.monotonic()
+                continue
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._busy_since[index] = time.monotonic()
+            try:
+                self._process(batch, models)
+            except Exception:  # never let one bad batch kill a worker
+                log.exception("unexpected error in worker %d", index)
+                for job in batch:
+                    self._fail(job, "internal_error", "internal error")
+            finally:
+                self._busy_since[index] = 0.0
+                self._progress[index] = time.monotonic()
+
+    def _prepare(self, job: Job) -> None:
+        limits = self._config.limits
+        size = len(job.message.payload)
+        if size > limits.max_payload_bytes:
+            raise InputError(
+                "payload_too_large", f"payload is {size} bytes; limit {limits.max_payload_bytes}"
+            )
+        obj = loads(job.message.payload)
+        job.rid = read_request_id(obj)
+        runtime = self._tasks.get(job.task)
+        if runtime is None:
+            raise InputError("unknown_task", f"unknown task {job.task[:64]!r}")
+        request = parse_request(obj, limits.max_deadline_ms)
+        job.rid = request.id
+        job.route = request.route
+        deadline_ms = request.deadline_ms or limits.default_deadline_ms
+        job.deadline = job.received + deadline_ms / 1000.0
+        job.canonical = runtime.task.parse_input(request.input, limits)
+
+    def _process(self, batch: list[Job], models: dict[str, LoadedModel]) -> None:
+        ready: dict[str, list[Job]] = {}
+        for job in batch:
+            try:
+                self._prepare(job)
+            except InputError as exc:
+                self._reject(job, exc)
+                continue
+            if time.monotonic() >= job.deadline:
+                self._fail(job, "deadline_exceeded", "deadline passed before processing")
+                continue
+            ready.setdefault(job.task, []).append(job)
+        for task, jobs in ready.items():
+            runtime = self._tasks[task]
+            model = models.get(task)
+            probs: Probs | None = None
+            if model is not None:
+                inputs = np.stack([j.canonical for j in jobs if j.canonical is not None])
+                try:
+                    probs = model.predict(inputs)
+                except ModelRuntimeError as exc:
+                    log.error("edge model failed: %s", exc)
+            for i, job in enumerate(jobs):
+                self._route(job, runtime, None if probs is None else probs[i])
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, job: Job, rt: TaskRuntime, probs: Probs | None) -> None:
+        if job.route == "edge":
+            if probs is None:
+                self._fail(job, "no_local_model", f"task {rt.name} has no local model")
+            else:
+                self._answer_edge(job, rt, probs, degraded=None)
+            return
+        wants_cloud = job.route == "cloud" or probs is None or float(probs.max()) < rt.threshold
+        if not wants_cloud:
+            self._answer_edge(job, rt, probs, degraded=None)  # type: ignore[arg-type]
+        elif self._cloud is None or rt.cloud_model is None:
+            self._fallback(job, rt, probs, "cloud_disabled")
+        else:
+            self._to_cloud(job, rt, probs)
+
+    def _to_cloud(self, job: Job, rt: TaskRuntime, probs: Probs | None) -> None:
+        budget_end = job.deadline - min(0.05, 0.1 * (job.deadline - job.received))
+        if budget_end - time.monotonic() < self._config.cloud.min_budget_ms / 1000.0:
+            self._fallback(job, rt, probs, "cloud_timeout")
+            return
+        with self._cloud_lock:
+            if self._cloud_pending >= self._config.cloud.queue_size:
+                busy = True
+            else:
+                busy = False
+                self._cloud_pending += 1
+        if busy:
+            self._fallback(job, rt, probs, "cloud_busy")
+            return
+        self._track(1)
+        handle = self._timer.schedule(
+            budget_end, partial(self._fallback, job, rt, probs, "cloud_timeout")
+        )
+        try:
+            self._cloud_pool.submit(self._ask_cloud, job, rt, probs, budget_end, handle)
+        except RuntimeError:  # pool shut down
+            handle.cancel()
+            self._cloud_done()
+            self._fallback(job, rt, probs, "cloud_unavailable")
+
+    def _cloud_done(self) -> None:
+        with self._cloud_lock:
+            self._cloud_pending -= 1
+        self._track(-1)
+
+    def _ask_cloud(
+        self, job: Job, rt: TaskRuntime, probs: Probs | None, budget_end: float, handle: TimerHandle
+    ) -> None:
+        assert self._cloud is not None and rt.cloud_model is not None
+        assert job.canonical is not None and job.rid is not None
+        try:
+            answer = self._cloud.infer(
+                rt.cloud_model,
+                "input",
+                job.canonical[np.newaxis],
+                request_id=job.rid,
+                deadline=budget_end,
+            )
+            outputs = answer.outputs.reshape(-1)
+            if outputs.shape[0] != len(rt.labels) or not np.isfinite(outputs).all():
+                raise CloudError(
+                    "cloud_error",
+                    f"cloud returned {outputs.shape[0]} values for {len(rt.labels)} labels",
+                )
+        except CloudError as exc:
+            log.debug("cloud failed for %s: %s", job.rid, exc)
+            handle.cancel()
+            self._fallback(job, rt, probs, exc.code)
+        except Exception:
+            log.exception("cloud call failed")
+            handle.cancel()
+            self._fallback(job, rt, probs, "cloud_error")
+        else:
+            handle.cancel()
+            self._send_result(
+                job,
+                rt,
+                outputs,
+                source="cloud",
+                model=answer.model,
+                version=answer.model_version,
+                degraded=None,
+            )
+        finally:
+            self._cloud_done()
+
+    def _fallback(self, job: Job, rt: TaskRuntime, probs: Probs | None, reason: str) -> None:
+        if probs is None:
+            self._fail(job, "cloud_unavailable", f"no local model and the cloud failed: {reason}")
+        else:
+            self._answer_edge(job, rt, probs, degraded=reason)
+
+    # ------------------------------------------------------------------ answers
+
+    def _answer_edge(self, job: Job, rt: TaskRuntime, probs: Probs, degraded: str | None) -> None:
+        assert rt.edge is not None
+        self._send_result(
+            job,
+            rt,
+            probs,
+            source="edge",
+            model=rt.edge.name,
+            version=rt.edge.version,
+            degraded=degraded,
+        )
+
+    def _send_result(
+        self,
+        job: Job,
+        rt: TaskRuntime,
+        probs: Probs,
+        *,
+        source: str,
+        model: str,
+        version: str,
+        degraded: str | None,
+    ) -> None:
+        latency_ms = (time.monotonic() - job.received) * 1000.0
+        payload: dict[str, Any] = {
+            "id": job.rid,
+            "task": rt.name,
+            "ok": True,
+            "result": top_result(probs, rt.labels, rt.config.top_k),
+            "source": source,
+            "model": model,
+            "model_version": version,
+            "latency_ms": round(latency_ms, 3),
+            "degraded": degraded is not None,
+        }
+        if degraded is not None:
+            payload["degraded_reason"] = degraded
+        if self._reply(job, payload):
+            self._stats.answered(rt.name, source, degraded is not None, latency_ms)
+
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        if job.rid is None:
+            self._error(job, code, message)
+            return
+        if self._reply(job, failure(job.rid, job.task, code, message)):
+            self._stats.failed(job.task, code)
+
+    def _reject(self, job: Job, exc: InputError) -> None:
+        """An input that cannot be handled: error topic, plus `ok: false` if the id is known."""
+        if job.rid is not None and safe_level(job.task):
+            with job.lock:
+                already = job.answered
+            if not already:
+                self._reply(job, failure(job.rid, job.task, exc.code, str(exc)), ack=False)
+        self._error(job, exc.code, str(exc))
+
+    def _error(self, job: Job, code: str, message: str) -> None:
+        log.debug("rejected message on %s: %s %s", job.message.topic, code, message)
+        self._stats.error(code)
+        self._stats.inc("messages_out")
+        with job.lock:
+            job.answered = True
+        self._pub.publish(
+            self._topics.error,
+            error_message(job.message.topic, code, message),
+            qos=self._qos,
+            on_delivered=partial(self._delivered, job),
+        )
+
+    def _delivered(self, job: Job) -> None:
+        self._pub.ack(job.message)
+        self._track(-1)
+
+    def _reply(self, job: Job, payload: dict[str, Any], ack: bool = True) -> bool:
+        with job.lock:
+            if job.answered:
+                self._stats.inc("duplicates_suppressed")
+                return False
+            job.answered = True
+        message = job.message
+        topic = self._topics.response(job.task)
+        correlation = None
+        if message.response_topic is not None:
+            if _valid_publish_topic(message.response_topic):
+                topic = message.response_topic
+                correlation = message.correlation_data
+            else:
+                log.debug("ignoring invalid response topic %r", message.response_topic[:80])
+        self._stats.inc("messages_out")
+        self._pub.publish(
+            topic,
+            dumps(payload),
+            qos=self._qos,
+            correlation_data=correlation,
+            on_delivered=partial(self._delivered, job) if ack else None,
+        )
+        return True
+
+
+def _valid_publish_topic(topic: str) -> bool:
+    return (
+        0 < len(topic) <= 256
+        and not topic.startswith("$")
+        and not any(c in topic for c in "+#\x00")
+    )

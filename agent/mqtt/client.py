@@ -1,0 +1,334 @@
+"""The MQTT boundary: the only module that imports paho-mqtt.
+
+One network thread owns the connection: connect, reconnect with capped exponential backoff
+and full jitter, re-subscribe, keepalive. Callbacks only hand messages off. A refused
+CONNACK for bad credentials is fatal (MqttAuthError), never a retry storm. Inbound QoS 1
+messages are acknowledged by the application (manual ack) once their answer is delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import MqttConfig
+from agent.errors import MqttAuthError, MqttError
+
+log = logging.getLogger(__name__)
+
+# CONNACK reasons that retrying cannot fix (MQTT 5 codes; 3.1.1 codes 4 and 5 map to them).
+_FATAL_CONNACK = {
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x8C: "bad authentication method",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """An inbound message, detached from paho."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog's 'full jitter')."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base, self.cap = base, cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return self._rng.uniform(self.base / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class MqttClient:
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        *,
+        will: Will | None,
+        subscriptions: list[tuple[str, int]],
+        on_message: Callable[[Message], None],
+        on_connected: Callable[[bool], None] | None = None,
+        password: str | None = None,
+        manual_ack: bool = True,
+    ) -> None:
+        self._config = config
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._v5 = config.protocol == "5"
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._delivered_lock = threading.Lock()
+        self._delivery_callbacks: dict[int, Callable[[], None]] = {}
+        self._early_deliveries: set[int] = set()
+        self._backoff = Backoff(config.reconnect.min_delay_s, config.reconnect.max_delay_s)
+        self.fatal: MqttError | None = None
+        self.connections = 0
+
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
+            clean_session=None if self._v5 else False,
+            manual_ack=manual_ack,
+        )
+        self._client.connect_timeout = config.connect_timeout_s
+        self._client.max_inflight_messages_set(100)
+        self._client.max_queued_messages_set(0)
+        if config.username is not None:
+            self._client.username_pw_set(config.username, password)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        if config.tls.enabled:
+            self._client.tls_set(
+                ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+                certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+                keyfile=str(k) if (k := config.tls.resolved_key_file()) else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            self._client.tls_insecure_set(not config.tls.check_hostname)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+        self._client.on_publish = self._handle_publish
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
+        """Publish `final` (retained, QoS 1) if connected, then disconnect cleanly."""
+        if final is not None and self.connected:
+            info = self._client.publish(final[0], final[1], qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("final status not confirmed: %s", exc)
+        self._stop.set()
+        self._client.disconnect()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        """The network thread is running (for the health check)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        cfg = self._config
+        while not self._stop.is_set():
+            try:
+                self._connect()
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                delay = self._backoff.next()
+                log.warning(
+                    "cannot connect to MQTT broker %s:%d: %s; retrying in %.1fs",
+                    cfg.host,
+                    cfg.port,
+                    _describe(exc),
+                    delay,
+                )
+                self._stop.wait(delay)
+                continue
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            while not self._stop.is_set() and rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                try:
+                    rc = self._client.loop(timeout=0.5)
+                except (OSError, ssl.SSLError) as exc:
+                    log.warning("MQTT connection error: %s", _describe(exc))
+                    break
+            self._connected.clear()
+            if self.fatal is not None or self._stop.is_set():
+                break
+            delay = self._backoff.next()
+            log.info("MQTT connection lost; reconnecting in %.1fs", delay)
+            self._stop.wait(delay)
+
+    def _connect(self) -> None:
+        cfg = self._config
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            self._client.connect(
+                cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
+            )
+        else:
+            self._client.connect(cfg.host, cfg.port, cfg.keepalive_s)
+
+    # ------------------------------------------------------------------ paho callbacks
+
+    def _handle_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            value = int(reason.value)
+            if value in _FATAL_CONNACK:
+                self.fatal = MqttAuthError(
+                    f"broker {self._config.host}:{self._config.port} refused the connection: "
+                    f"{_FATAL_CONNACK[value]} (check mqtt.username and the password file)"
+                )
+                log.error("%s", self.fatal)
+                self._stop.set()
+            else:
+                log.warning("broker refused the connection: %s", reason)
+            client.disconnect()
+            return
+        self._backoff.reset()
+        self.connections += 1
+        session = bool(getattr(flags, "session_present", False))
+        log.info(
+            "connected to MQTT broker %s:%d (session present: %s)",
+            self._config.host,
+            self._config.port,
+            session,
+        )
+        if self._subscriptions:
+            client.subscribe(list(self._subscriptions))
+        self._connected.set()
+        if self._on_connected is not None:
+            try:
+                self._on_connected(session)
+            except Exception:  # a raising callback would kill paho's network thread
+                log.exception("on_connected handler failed")
+
+    def _handle_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from MQTT broker: %s", reason)
+
+    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        response_topic: str | None = None
+        correlation: bytes | None = None
+        props = getattr(msg, "properties", None)
+        if props is not None:
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+        message = Message(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            qos=msg.qos,
+            retain=bool(msg.retain),
+            mid=msg.mid,
+            response_topic=response_topic,
+            correlation_data=correlation,
+        )
+        try:
+            self._on_message(message)
+        except Exception:
+            log.exception("message handler failed for %s", msg.topic)
+
+    def _handle_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        with self._delivered_lock:
+            callback = self._delivery_callbacks.pop(mid, None)
+            if callback is None:
+                self._early_deliveries.add(mid)
+                if len(self._early_deliveries) > 10_000:
+                    self._early_deliveries.clear()
+                return
+        try:
+            callback()
+        except Exception:
+            log.exception("delivery callback failed")
+
+    # ------------------------------------------------------------------ API
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> bool:
+        """Queue a message; `on_delivered` runs on the network thread once the broker has it
+        (PUBACK for QoS 1, written for QoS 0). Returns False if paho refused it outright."""
+        properties = None
+        if correlation_data is not None and self._v5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation_data
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s refused: %s", topic, paho.error_string(info.rc))
+            return False
+        if on_delivered is not None:
+            with self._delivered_lock:
+                early = info.mid in self._early_deliveries
+                if early:
+                    self._early_deliveries.discard(info.mid)
+                else:
+                    self._delivery_callbacks[info.mid] = on_delivered
+            if early:
+                on_delivered()
+        return True
+
+    def ack(self, message: Message) -> None:
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self._subscriptions.append((topic, qos))
+        if self.connected:
+            self._client.subscribe(topic, qos)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,101 @@
+"""What a built-in task is: input validation into a canonical array, plus its features."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.config import LimitsConfig
+from agent.errors import InputError
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class Task(ABC):
+    """A built-in task. Subclasses validate a request's `input` object into one canonical
+    float32 sample; models apply their own named feature transform to a batch of them."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    canonical_shape: ClassVar[tuple[int, ...]]
+    input_fields: ClassVar[Mapping[str, str]]  # field -> what it holds, for docs and error messages
+
+    @abstractmethod
+    def parse_input(self, data: Mapping[str, Any], limits: LimitsConfig) -> FloatArray:
+        """Validate one request `input` object. Raises InputError with a wire code."""
+
+    def check_fields(self, data: Mapping[str, Any], *, one_of: Sequence[str]) -> str:
+        """The one field of `one_of` present in `data`; unknown fields are an error."""
+        unknown = sorted(set(data) - set(self.input_fields))
+        if unknown:
+            raise InputError(
+                "invalid_input",
+                f"input: unknown field(s) {unknown}; expected one of {list(one_of)}",
+            )
+        present = [f for f in one_of if f in data]
+        if len(present) != 1:
+            raise InputError("invalid_input", f"input: needs exactly one of {list(one_of)}")
+        return present[0]
+
+
+def number_array(
+    value: Any,
+    field: str,
+    *,
+    ndim: int,
+    shape: Sequence[int | None] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    max_items: int = 4_000_000,
+) -> FloatArray:
+    """Validate nested JSON lists of finite numbers (no bools, no strings) of a given shape."""
+    dims: list[int] = []
+    level: Any = value
+    for _ in range(ndim):
+        if not isinstance(level, list):
+            raise InputError("invalid_input", f"{field}: expected a {ndim}-D array of numbers")
+        dims.append(len(level))
+        if not level:
+            raise InputError("invalid_input", f"{field}: empty array")
+        level = level[0]
+    if shape is not None:
+        for i, (got, want) in enumerate(zip(dims, shape, strict=True)):
+            if want is not None and got != want:
+                raise InputError(
+                    "invalid_input", f"{field}: axis {i} has {got} items, expected {want}"
+                )
+    if math.prod(dims) > max_items:
+        raise InputError("input_too_large", f"{field}: more than {max_items} values")
+    _check_leaves(value, field, ndim)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(
+            "invalid_input", f"{field}: ragged array (rows of unequal length)"
+        ) from None
+    if arr.ndim != ndim:
+        raise InputError("invalid_input", f"{field}: expected a {ndim}-D array of numbers")
+    if not np.isfinite(arr).all():
+        raise InputError("not_finite", f"{field}: contains NaN or infinity")
+    if (low is not None and arr.min() < low) or (high is not None and arr.max() > high):
+        raise InputError("out_of_range", f"{field}: values must be within [{low}, {high}]")
+    return arr.astype(np.float32)
+
+
+def _check_leaves(value: Any, field: str, ndim: int) -> None:
+    if ndim == 1:
+        for v in value:
+            if type(v) not in (int, float):
+                raise InputError(
+                    "invalid_input", f"{field}: expected numbers, found {type(v).__name__}"
+                )
+        return
+    for row in value:
+        if not isinstance(row, list):
+            raise InputError("invalid_input", f"{field}: expected a {ndim}-D array of numbers")
+        _check_leaves(row, field, ndim - 1)
