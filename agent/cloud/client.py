@@ -20,6 +20,8 @@ from agent.config import CloudConfig
 from agent.errors import CloudError
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO; per-message logging belongs at DEBUG.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _RETRYABLE_STATUS = {429, 502, 503, 504}
 

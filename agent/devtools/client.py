@@ -29,7 +29,11 @@ class RequestClient:
         self.messages: list[tuple[str, bytes, float]] = []
         self.sent_at: dict[str, float] = {}
         self.received_at: dict[str, float] = {}
-        subs = [(f"{self.root}/response/+", 1), (f"{self.root}/error", 1), (f"{self.root}/status", 1)]
+        subs = [
+            (f"{self.root}/response/+", 1),
+            (f"{self.root}/error", 1),
+            (f"{self.root}/status", 1),
+        ]
         subs += [(t, 1) for t in extra_subscriptions or []]
         config = MqttConfig(host=host, port=port, session_expiry_s=0)  # type: ignore[call-arg]
         self._mqtt = MqttClient(

@@ -18,9 +18,7 @@ from agent.devtools.broker import env_without_agent_vars, free_port, wait_port
 class Process:
     """A child process whose output goes to a log file."""
 
-    def __init__(
-        self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
         self.argv = argv
         self.env = dict(env)
@@ -31,7 +29,10 @@ class Process:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -88,7 +89,9 @@ def start_cloud(models_dir: Path, log_dir: Path, port: int | None = None) -> tup
     port = port or free_port()
     proc = Process(
         "cloud",
-        python_argv("cloud", "--host", "127.0.0.1", "--port", str(port), "--models", str(models_dir)),
+        python_argv(
+            "cloud", "--host", "127.0.0.1", "--port", str(port), "--models", str(models_dir)
+        ),
         env_without_agent_vars(),
         log_dir,
     ).start()
