@@ -141,6 +141,12 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(count=args.count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -167,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="models directory (default: the config's models.dir)")
     p.add_argument("--instances", type=int, default=2, help="interpreters per model")
     p.set_defaults(func=cmd_cloud)
+
+    p = sub.add_parser("demo", help="run broker, cloud and agent here and show answers")
+    p.add_argument("--count", type=int, default=12, help="requests per round")
+    p.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(
         dest="models_command", required=True

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from agent.cloud.breaker import CircuitBreaker
 from agent.config import CloudConfig
 from agent.errors import CloudError
+from agent.privacy import DataKind, Privacy, allows
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO; per-message logging belongs at DEBUG.
@@ -64,6 +65,7 @@ class CloudClient:
         self.url = config.url
         self.failures = 0
         self.successes = 0
+        self.privacy_refused = 0
 
     def close(self) -> None:
         self._http.close()
@@ -78,22 +80,34 @@ class CloudClient:
         self,
         model: str,
         input_name: str,
-        batch: npt.NDArray[np.float32],
+        batch: npt.NDArray[Any],
         *,
         request_id: str,
         deadline: float,
+        kind: DataKind = "features",
+        privacy: Privacy | None = None,
     ) -> CloudAnswer:
         """Run `batch` on the cloud model before `deadline` (time.monotonic()).
         Retries once on connection errors and 429/5xx when the budget allows (inference is
-        idempotent), honouring Retry-After. Raises CloudError."""
+        idempotent), honouring Retry-After. Raises CloudError.
+
+        `kind` says what the batch carries and `privacy` is the policy of its source: data
+        the policy does not allow is refused here, before anything is sent (agent/privacy.py).
+        """
+        if not allows(privacy, kind):
+            self.privacy_refused += 1
+            raise CloudError(
+                "privacy", f"privacy policy {privacy!r} does not allow sending {kind} to the cloud"
+            )
+        uint8 = batch.dtype == np.uint8
         body = {
             "id": request_id,
             "inputs": [
                 {
                     "name": input_name,
                     "shape": list(batch.shape),
-                    "datatype": "FP32",
-                    "data": batch.astype(np.float32).ravel().tolist(),
+                    "datatype": "UINT8" if uint8 else "FP32",
+                    "data": (batch if uint8 else batch.astype(np.float32)).ravel().tolist(),
                 }
             ],
         }

@@ -44,7 +44,11 @@ class Mosquitto:
     sessions and queued QoS 1 messages like a production broker."""
 
     def __init__(
-        self, port: int | None = None, extra_config: str = "", persistence: bool = True
+        self,
+        port: int | None = None,
+        extra_config: str = "",
+        persistence: bool = True,
+        allow_anonymous: bool = True,
     ) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -53,7 +57,7 @@ class Mosquitto:
         self.log_path = self._dir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self._dir}/",
             "max_queued_messages 100000",
@@ -64,6 +68,10 @@ class Mosquitto:
             f"log_dest file {self.log_path}",
             extra_config,
         ]
+        if os.geteuid() == 0:
+            # mosquitto started as root drops to the `mosquitto` user, which cannot read
+            # private temp dirs (pytest's tmp_path is 0700); a test broker keeps our uid.
+            lines.insert(0, "user root")
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,11 +79,14 @@ class Mosquitto:
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(self._dir / "stderr.log").open("ab"),
         )
         if not wait_port(self.host, self.port, timeout):
             self.stop()
-            raise RuntimeError(f"mosquitto did not start on port {self.port}: {self.log()}")
+            stderr = (self._dir / "stderr.log").read_text(errors="replace")
+            raise RuntimeError(
+                f"mosquitto did not start on port {self.port}: {stderr} {self.log()}"
+            )
         return self
 
     def log(self) -> str:

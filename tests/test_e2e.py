@@ -1,0 +1,122 @@
+"""`edge-agent run` as a subprocess: availability, signals, fatal errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.devtools.broker import Mosquitto
+from agent.devtools.client import RequestClient
+from agent.devtools.procs import agent_env, start_agent
+from agent.registry import load_testset
+from tests.conftest import DEPLOY_CONFIG, MODELS
+
+X_TEST, Y_TEST = load_testset(MODELS / "digits" / "testset.npz")
+
+
+def _status(c: RequestClient) -> list[bytes]:
+    return [p for t, p, _ in c.messages if t.endswith("/status")]
+
+
+def _wait_status(c: RequestClient, value: bytes, timeout: float) -> float | None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _status(c) and _status(c)[-1] == value:
+            return time.monotonic()
+        time.sleep(0.01)
+    return None
+
+
+def test_run_answers_then_sigterm_publishes_stopped_within_2s(
+    broker: Mosquitto, cloud_url: str, tmp_path: Path
+) -> None:
+    agent = start_agent(DEPLOY_CONFIG, agent_env(broker.port, "e2e", cloud_url), tmp_path)
+    try:
+        with RequestClient(broker.host, broker.port, "e2e") as c:
+            assert _wait_status(c, b"online", 20), agent.output()
+            rid = c.send("digits", {"pixels": X_TEST[0].tolist()})
+            assert c.wait_for([rid], 10), agent.output()
+            assert c.answers[rid][0]["result"]["label"] == str(Y_TEST[0])
+            sent = time.monotonic()
+            agent.signal(signal.SIGTERM)
+            at = _wait_status(c, b"stopped", 5)
+            assert at is not None, agent.output()
+            assert at - sent < 2.0
+            assert agent.wait(10) == 0
+        # retained: a new subscriber sees `stopped`
+        with RequestClient(broker.host, broker.port, "e2e") as c2:
+            assert _wait_status(c2, b"stopped", 5)
+    finally:
+        agent.kill()
+
+
+def test_sigkill_makes_the_broker_publish_offline(broker: Mosquitto, tmp_path: Path) -> None:
+    agent = start_agent(DEPLOY_CONFIG, agent_env(broker.port, "e2ekill", None), tmp_path)
+    try:
+        with RequestClient(broker.host, broker.port, "e2ekill") as c:
+            assert _wait_status(c, b"online", 20), agent.output()
+            agent.signal(signal.SIGKILL)
+            assert _wait_status(c, b"offline", 10)
+    finally:
+        agent.kill()
+
+
+def test_bad_credentials_are_a_clear_fatal_error(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwd), "edge", "right-password"],
+        check=True,
+        capture_output=True,
+    )
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("wrong-password\n")
+    with Mosquitto(extra_config=f"password_file {passwd}", allow_anonymous=False) as broker:
+        env = agent_env(
+            broker.port,
+            "badcreds",
+            None,
+            {
+                "EDGE_AGENT_MQTT__USERNAME": "edge",
+                "EDGE_AGENT_MQTT__PASSWORD_FILE": str(secret),
+            },
+        )
+        agent = start_agent(DEPLOY_CONFIG, env, tmp_path)
+        code = agent.wait(20)
+        output = agent.output()
+        assert code == 1, output
+        assert "bad user name or password" in output or "not authorized" in output
+        assert output.count("refused the connection") == 1, "no retry storm"
+        assert "wrong-password" not in output
+
+
+def test_invalid_model_stops_startup_naming_the_file(tmp_path: Path) -> None:
+    from tests.conftest import shared_file
+
+    bad = shared_file("models/invalid/model_invoking_error.tflite")
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    entry = manifest["models"][manifest["tasks"]["digits"]["edge"]]
+    target = models / entry["file"]
+    shutil.copyfile(bad, target)
+    from agent.registry import sha256_file
+
+    entry["sha256"] = sha256_file(target)  # a valid hash: the runtime itself must refuse it
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    env = agent_env(1, "badmodel", None, {"EDGE_AGENT_MODELS__DIR": str(models)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "-c", str(DEPLOY_CONFIG)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert str(target) in proc.stderr
+    assert "fake-op-double" in proc.stderr or "custom op" in proc.stderr
