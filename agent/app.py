@@ -7,11 +7,13 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from agent.cloud.client import CloudClient
 from agent.config import Config
 from agent.engine import Engine, TaskRuntime
 from agent.errors import ModelLoadError, MqttError
+from agent.metrics import Gauges, serve_metrics
 from agent.mqtt.client import Message, MqttClient, Will
 from agent.mqtt.topics import Topics
 from agent.registry import LoadedModel, Registry
@@ -31,7 +33,8 @@ def build_tasks(config: Config, registry: Registry) -> dict[str, TaskRuntime]:
     for name, task_config in config.tasks.items():
         if not task_config.enabled:
             continue
-        models = registry.task(name)
+        task = TASKS[name]
+        models = task.resolve_models(registry, config, task_config)
         edge = models.edge if task_config.local else None
         if edge is not None and config.models.verify_hashes:
             edge.verify()
@@ -44,12 +47,13 @@ def build_tasks(config: Config, registry: Registry) -> dict[str, TaskRuntime]:
             )
         threshold = task_config.threshold
         runtimes[name] = TaskRuntime(
-            task=TASKS[name],
+            task=task.bind(models, config),
             config=task_config,
             labels=models.labels,
             threshold=models.entry.threshold if threshold is None else threshold,
             edge=edge,
             cloud_model=cloud_model,
+            privacy=config.vision.request_privacy if task.image_input else None,
         )
     return runtimes
 
@@ -108,6 +112,7 @@ class Agent:
             config, self.topics, self.mqtt, self.stats, self.tasks, worker_models, self.cloud
         )
         self._watchdog: WatchdogLoop | None = None
+        self._metrics_server: Any = None
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 
     # ------------------------------------------------------------------ callbacks
@@ -134,6 +139,19 @@ class Agent:
             cloud_breaker=breaker,
         )
 
+    def metrics_gauges(self) -> Gauges:
+        cloud = self.cloud
+        return Gauges(
+            queue_depth=self.engine.queue_depth,
+            inflight=self.engine.inflight,
+            mqtt_connected=self.mqtt.connected,
+            cloud_breaker=cloud.breaker.state if cloud else None,
+            cloud_successes=cloud.successes if cloud else 0,
+            cloud_failures=cloud.failures if cloud else 0,
+            cloud_breaker_opened=cloud.breaker.opened_count if cloud else 0,
+            uptime_s=time.monotonic() - self.stats.started,
+        )
+
     def _stats_loop(self) -> None:
         while not self._stop.wait(self.config.stats.interval_s):
             if self.mqtt.connected:
@@ -144,6 +162,10 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, connect_timeout: float = 30.0) -> None:
+        if self.config.metrics.port is not None:
+            self._metrics_server = serve_metrics(
+                self.config.metrics.host, self.config.metrics.port, self.stats, self.metrics_gauges
+            )
         self.engine.start()
         self.mqtt.start()
         deadline = time.monotonic() + connect_timeout
@@ -195,4 +217,6 @@ class Agent:
         self.mqtt.stop(final=(self.topics.status, b"stopped"), timeout=0.8)
         if self.cloud is not None:
             self.cloud.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         log.info("stopped")

@@ -98,6 +98,8 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         args.port,
         instances=args.instances,
         log_level=args.log_level or "info",
+        record=Path(args.record) if args.record else None,
+        vision_dirs=[Path(d) for d in args.vision_dir],
     )
     return 0
 
@@ -126,6 +128,25 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from agent.models_pull import pull
+    from agent.vision.catalog import CATALOG
+
+    if args.list or not args.names:
+        for name, model in CATALOG.items():
+            print(f"{name:<20} {model.task:<9} {model.file.file}  {model.description}")
+        return 0 if args.list else 2
+    if args.url and len(args.names) != 1:
+        print("edge-agent: --url names one file: pull one model at a time", file=sys.stderr)
+        return 2
+    dest = _models_dir(args)
+    for name in args.names:
+        for item in pull(name, dest, base_url=args.base_url, url=args.url, force=args.force):
+            how = "already present" if item.url is None else f"from {item.url}"
+            print(f"ok    {item.path} ({item.size} bytes, sha256 checked) {how}")
+    return 0
+
+
 def cmd_models_verify(args: argparse.Namespace) -> int:
     from agent.registry import Registry
 
@@ -139,6 +160,20 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
             print(f"FAIL  {name:<24} {path}: {problem}")
     print(f"{bad} problem(s)" if bad else "all models verified")
     return 1 if bad else 0
+
+
+def cmd_models_eval(args: argparse.Namespace) -> int:
+    from agent.evaluation import evaluate, format_table, write_plot
+
+    ev = evaluate(_models_dir(args), args.task)
+    if args.json:
+        print(json.dumps(ev.as_dict(), indent=2))
+    else:
+        print(format_table(ev))
+    plot = Path(args.plot or f"cascade_{args.task}.png")
+    write_plot(ev, plot)
+    print(f"plot: {plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -172,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--models", help="models directory (default: the config's models.dir)")
     p.add_argument("--instances", type=int, default=2, help="interpreters per model")
+    p.add_argument(
+        "--vision-dir",
+        action="append",
+        default=[],
+        help="also serve the pretrained vision models found here (repeatable)",
+    )
+    p.add_argument("--record", help="append every inference request body to this file")
     p.set_defaults(func=cmd_cloud)
 
     p = sub.add_parser("demo", help="run broker, cloud and agent here and show answers")
@@ -191,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "list":
             p.add_argument("--json", action="store_true", help="print the manifest as JSON")
         p.set_defaults(func=func)
+    p = models.add_parser("pull", help="fetch a pretrained vision model, checking its sha256")
+    with_config(p)
+    p.add_argument("names", nargs="*", metavar="NAME", help="catalog model name(s)")
+    p.add_argument("--models", help="models directory (default: the config's models.dir)")
+    p.add_argument("--list", action="store_true", help="list the models that can be pulled")
+    p.add_argument("--base-url", help="a mirror of the published files (file names appended)")
+    p.add_argument("--url", help="the exact URL of the model file (one NAME)")
+    p.add_argument("--force", action="store_true", help="fetch even if present and valid")
+    p.set_defaults(func=cmd_models_pull)
+    p = models.add_parser("eval", help="edge, cloud and cascade accuracy on a test split")
+    with_config(p)
+    p.add_argument("task", help="task name, e.g. digits")
+    p.add_argument("--models", help="models directory (default: the config's models.dir)")
+    p.add_argument("--plot", help="PNG to write (default cascade_<task>.png)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_models_eval)
     return parser
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from agent.errors import ConfigError
+from agent.vision.config import CameraConfig, CameraName, VisionConfig
 
 ENV_PREFIX = "EDGE_AGENT_"
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*$")
@@ -147,12 +148,22 @@ class TaskConfig(_Strict):
         None, description="Model name on the cloud service; default the task name."
     )
     top_k: int = Field(3, ge=1, le=20, description="Entries in `result.top`.")
+    model: str | None = Field(
+        None,
+        description="Vision tasks: the pretrained model to run (`edge-agent models pull "
+        "--list`); default the task's default model.",
+    )
 
 
 class ModelsConfig(_Strict):
     dir: Path = Field(Path("models"), description="Directory with manifest.json.")
     num_threads: int = Field(1, ge=1, le=16, description="TFLite threads per interpreter.")
     verify_hashes: bool = Field(True, description="Refuse a model whose sha256 differs.")
+    extra_dirs: list[Path] = Field(
+        default_factory=list,
+        description="More directories searched (after `dir`) for pretrained vision model "
+        "files, e.g. a shared read-only copy.",
+    )
 
 
 class WorkersConfig(_Strict):
@@ -168,6 +179,13 @@ class LimitsConfig(_Strict):
     )
     default_deadline_ms: int = Field(5000, ge=1, description="Deadline when a request has none.")
     max_deadline_ms: int = Field(60_000, ge=1, description="Largest deadline accepted.")
+
+
+class MetricsConfig(_Strict):
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on this port (off if unset)."
+    )
+    host: str = Field("127.0.0.1", description="Address to bind; localhost by default.")
 
 
 class StatsConfig(_Strict):
@@ -189,9 +207,14 @@ class Config(_Strict):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)  # type: ignore[arg-type]
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
     stats: StatsConfig = Field(default_factory=StatsConfig)  # type: ignore[arg-type]
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     tasks: dict[str, TaskConfig] = Field(
         default_factory=dict, description="Built-in tasks to serve, by name."
     )
+    cameras: dict[CameraName, CameraConfig] = Field(
+        default_factory=dict, description="Cameras to analyse, by name (docs/cameras.md)."
+    )
+    vision: VisionConfig = Field(default_factory=VisionConfig)  # type: ignore[arg-type]
 
     @field_validator("id")
     @classmethod
@@ -285,10 +308,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     def fix(node: Any, key: str) -> None:
         if isinstance(node, dict) and isinstance(node.get(key), str):
             p = Path(node[key])
-            node[key] = str(p if p.is_absolute() else base / p)
+            node[key] = os.path.normpath(p if p.is_absolute() else base / p)
 
     models = data.get("models")
     fix(models, "dir")
+    if isinstance(models, dict) and isinstance(models.get("extra_dirs"), list):
+        models["extra_dirs"] = [
+            os.path.normpath(d if Path(d).is_absolute() else base / d) if isinstance(d, str) else d
+            for d in models["extra_dirs"]
+        ]
     fix(data, "state_dir")
     mqtt = data.get("mqtt")
     fix(mqtt, "password_file")

@@ -27,9 +27,10 @@ from agent.config import Config, TaskConfig
 from agent.errors import CloudError, InputError, ModelRuntimeError
 from agent.mqtt.client import Message
 from agent.mqtt.topics import Topics, safe_level
+from agent.privacy import Privacy
 from agent.registry import LoadedModel, ModelSpec
 from agent.stats import Stats
-from agent.tasks.base import FloatArray, Task
+from agent.tasks.base import CloudInput, Task, top_result
 from agent.timers import DeadlineTimer, TimerHandle
 from agent.wire import dumps, error_message, failure, loads, parse_request, read_request_id
 
@@ -63,6 +64,7 @@ class TaskRuntime:
     threshold: float
     edge: ModelSpec | None
     cloud_model: str | None  # name on the cloud service; None: no cloud for this task
+    privacy: Privacy | None = None  # image tasks: what may reach the cloud (agent/privacy.py)
 
     @property
     def name(self) -> str:
@@ -77,15 +79,13 @@ class Job:
     deadline: float = 0.0
     rid: str | None = None
     route: str = "auto"
-    canonical: FloatArray | None = None
+    canonical: npt.NDArray[Any] | None = None
+    meta: Any = None  # from Task.prepare, for Task.result
     answered: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def top_result(probs: Probs, labels: tuple[str, ...], k: int) -> dict[str, Any]:
-    order = np.argsort(-probs, kind="stable")[:k]
-    top = [{"label": labels[i], "score": round(float(probs[i]), 6)} for i in order]
-    return {"label": top[0]["label"], "score": top[0]["score"], "top": top}
+__all__ = ["Engine", "TaskRuntime", "top_result"]
 
 
 class Engine:
@@ -230,7 +230,7 @@ class Engine:
         job.route = request.route
         deadline_ms = request.deadline_ms or limits.default_deadline_ms
         job.deadline = job.received + deadline_ms / 1000.0
-        job.canonical = runtime.task.parse_input(request.input, limits)
+        job.canonical, job.meta = runtime.task.prepare(request.input, limits)
 
     def _process(self, batch: list[Job], models: dict[str, LoadedModel]) -> None:
         ready: dict[str, list[Job]] = {}
@@ -266,7 +266,9 @@ class Engine:
             else:
                 self._answer_edge(job, rt, probs, degraded=None)
             return
-        wants_cloud = job.route == "cloud" or probs is None or float(probs.max()) < rt.threshold
+        wants_cloud = (
+            job.route == "cloud" or probs is None or rt.task.confidence(probs) < rt.threshold
+        )
         if not wants_cloud:
             self._answer_edge(job, rt, probs, degraded=None)  # type: ignore[arg-type]
         elif self._cloud is None or rt.cloud_model is None:
@@ -275,6 +277,10 @@ class Engine:
             self._to_cloud(job, rt, probs)
 
     def _to_cloud(self, job: Job, rt: TaskRuntime, probs: Probs | None) -> None:
+        cloud_input = rt.task.cloud_input(job.canonical, probs, rt.privacy)
+        if cloud_input is None:
+            self._fallback(job, rt, probs, "privacy")
+            return
         budget_end = job.deadline - min(0.05, 0.1 * (job.deadline - job.received))
         if budget_end - time.monotonic() < self._config.cloud.min_budget_ms / 1000.0:
             self._fallback(job, rt, probs, "cloud_timeout")
@@ -293,7 +299,9 @@ class Engine:
             budget_end, partial(self._fallback, job, rt, probs, "cloud_timeout")
         )
         try:
-            self._cloud_pool.submit(self._ask_cloud, job, rt, probs, budget_end, handle)
+            self._cloud_pool.submit(
+                self._ask_cloud, job, rt, probs, cloud_input, budget_end, handle
+            )
         except RuntimeError:  # pool shut down
             handle.cancel()
             self._cloud_done()
@@ -305,24 +313,27 @@ class Engine:
         self._track(-1)
 
     def _ask_cloud(
-        self, job: Job, rt: TaskRuntime, probs: Probs | None, budget_end: float, handle: TimerHandle
+        self,
+        job: Job,
+        rt: TaskRuntime,
+        probs: Probs | None,
+        cloud_input: CloudInput,
+        budget_end: float,
+        handle: TimerHandle,
     ) -> None:
         assert self._cloud is not None and rt.cloud_model is not None
-        assert job.canonical is not None and job.rid is not None
+        assert job.rid is not None
         try:
             answer = self._cloud.infer(
                 rt.cloud_model,
-                "input",
-                job.canonical[np.newaxis],
+                cloud_input.name,
+                cloud_input.batch,
                 request_id=job.rid,
                 deadline=budget_end,
+                kind=cloud_input.kind,
+                privacy=rt.privacy,
             )
-            outputs = answer.outputs.reshape(-1)
-            if outputs.shape[0] != len(rt.labels) or not np.isfinite(outputs).all():
-                raise CloudError(
-                    "cloud_error",
-                    f"cloud returned {outputs.shape[0]} values for {len(rt.labels)} labels",
-                )
+            outputs = rt.task.cloud_output(answer.outputs, rt.labels)
         except CloudError as exc:
             log.debug("cloud failed for %s: %s", job.rid, exc)
             handle.cancel()
@@ -381,7 +392,7 @@ class Engine:
             "id": job.rid,
             "task": rt.name,
             "ok": True,
-            "result": top_result(probs, rt.labels, rt.config.top_k),
+            "result": rt.task.result(probs, rt.labels, rt.config.top_k, job.meta),
             "source": source,
             "model": model,
             "model_version": version,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, defaultdict, deque
 from typing import Any
 
 import numpy as np
+
+# Latency histogram bucket upper bounds, in milliseconds (cumulative counts, Prometheus-style).
+LATENCY_BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0)
 
 
 class Stats:
@@ -19,6 +23,11 @@ class Stats:
         self.per_task: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.errors: Counter[str] = Counter()
         self._latency: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=window))
+        # per task: counts per bucket (last slot: above every bound), and the sum of latencies
+        self._buckets: defaultdict[str, list[int]] = defaultdict(
+            lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        )
+        self._latency_sum: defaultdict[str, float] = defaultdict(float)
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -37,6 +46,29 @@ class Stats:
             if degraded:
                 counts["degraded"] += 1
             self._latency[task].append(latency_ms)
+            self._buckets[task][bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+            self._latency_sum[task] += latency_ms
+
+    def histograms(self) -> dict[str, tuple[list[int], float]]:
+        """Per task: (cumulative counts per bucket of LATENCY_BUCKETS_MS then +Inf, sum ms)."""
+        with self._lock:
+            out: dict[str, tuple[list[int], float]] = {}
+            for task, counts in self._buckets.items():
+                cumulative, total = [], 0
+                for count in counts:
+                    total += count
+                    cumulative.append(total)
+                out[task] = (cumulative, self._latency_sum[task])
+            return out
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, int]]]:
+        """(counters, error codes, per-task counters) copies, for the metrics endpoint."""
+        with self._lock:
+            return (
+                dict(self.counters),
+                dict(self.errors),
+                {task: dict(c) for task, c in self.per_task.items()},
+            )
 
     def failed(self, task: str, code: str) -> None:
         with self._lock:

@@ -44,6 +44,10 @@ class ServedModel:
         for _ in range(instances):
             self._pool.put(spec.load(num_threads))
 
+    def accepts(self, shape: list[int]) -> bool:
+        """Whether an input of `shape` (batch first) fits this model."""
+        return tuple(shape[1:]) == self.canonical_shape
+
     @contextmanager
     def _interpreter(self) -> Iterator[LoadedModel]:
         model = self._pool.get()
@@ -100,7 +104,7 @@ def _decode_input(body: Any, model: ServedModel) -> np.ndarray[Any, Any]:
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError("inputs[0].shape must be a list of positive integers")
-    if tuple(shape[1:]) != model.canonical_shape or shape[0] > 1024:
+    if not model.accepts(shape) or shape[0] > 1024:
         raise ValueError(
             f"inputs[0].shape must be [N<=1024, {', '.join(map(str, model.canonical_shape))}]"
         )
@@ -112,7 +116,9 @@ def _decode_input(body: Any, model: ServedModel) -> np.ndarray[Any, Any]:
     return data.reshape(shape)
 
 
-def create_app(models: dict[str, ServedModel]) -> Starlette:
+def create_app(models: dict[str, ServedModel], record: Path | None = None) -> Starlette:
+    """`record`: append every inference request body to this file (one JSON line each:
+    path, size, body), to check what reached the cloud (privacy tests)."""
     started = time.time()
 
     async def server_meta(request: Request) -> Response:
@@ -140,10 +146,12 @@ def create_app(models: dict[str, ServedModel]) -> Starlette:
         )
 
     async def infer(request: Request) -> Response:
+        raw = await request.body()
+        if record is not None:
+            _record(record, request.url.path, raw)
         model = find(request)
         if model is None:
             return _error(404, f"unknown model {request.path_params['name']!r}")
-        raw = await request.body()
         if len(raw) > _MAX_BODY:
             return _error(413, "request body too large")
         try:
@@ -186,13 +194,35 @@ def create_app(models: dict[str, ServedModel]) -> Starlette:
     return Starlette(routes=routes)
 
 
+def _record(path: Path, url_path: str, raw: bytes) -> None:
+    import orjson
+
+    line = {"path": url_path, "size": len(raw), "body": raw.decode("utf-8", "replace")}
+    with path.open("ab") as fh:
+        fh.write(orjson.dumps(line) + b"\n")
+
+
 def serve(
-    models_dir: Path, host: str, port: int, instances: int = 2, log_level: str = "info"
+    models_dir: Path,
+    host: str,
+    port: int,
+    instances: int = 2,
+    log_level: str = "info",
+    record: Path | None = None,
+    vision_dirs: list[Path] | None = None,
 ) -> None:
     models = load_models(models_dir, instances=instances)
+    if vision_dirs:
+        from agent.vision.cloud_models import load_vision_models
+
+        models.update(load_vision_models(vision_dirs, instances=instances))
     log.info(
         "cloud service: serving %s on http://%s:%d", ", ".join(models) or "nothing", host, port
     )
     uvicorn.run(
-        create_app(models), host=host, port=port, log_level=log_level.lower(), access_log=False
+        create_app(models, record),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
     )

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -84,13 +84,23 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent", *args]
 
 
-def start_cloud(models_dir: Path, log_dir: Path, port: int | None = None) -> tuple[Process, str]:
-    """Start `edge-agent cloud` and wait until /v2/health/ready answers. Returns (proc, url)."""
+def start_cloud(
+    models_dir: Path, log_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+) -> tuple[Process, str]:
+    """Start `edge-agent cloud` and wait until /v2/health/ready answers. Returns (proc, url).
+    `extra_args` go to `edge-agent cloud` (e.g. `--vision-dir`, `--record`)."""
     port = port or free_port()
     proc = Process(
         "cloud",
         python_argv(
-            "cloud", "--host", "127.0.0.1", "--port", str(port), "--models", str(models_dir)
+            "cloud",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--models",
+            str(models_dir),
+            *extra_args,
         ),
         env_without_agent_vars(),
         log_dir,

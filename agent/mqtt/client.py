@@ -75,6 +75,44 @@ class Backoff:
         self.attempt = 0
 
 
+class _BufferedClient(paho.Client):
+    """paho's client with buffered socket reads.
+
+    paho reads each packet with three `recv()` calls (type, length, body) and runs a
+    `select()` per loop; under load most of the network thread's time went there. Here one
+    `recv()` of up to 64 KiB serves many packets, and `loop_read()` keeps parsing while the
+    buffer holds data (which `select()` cannot see). Overrides paho 2.x internals
+    (`_sock_recv`, `loop_read`); paho is pinned below 3.
+    """
+
+    _rbuf = b""
+    _rpos = 0
+
+    def reset_buffer(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            buf = super()._sock_recv(65536)  # raises BlockingIOError when nothing is there
+            if not buf:
+                return buf
+            self._rbuf, pos = buf, 0
+        end = min(len(buf), pos + bufsize)
+        self._rpos = end
+        return buf[pos:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._sock is not None
+            and self._rpos < len(self._rbuf)
+        ):
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 class MqttClient:
     def __init__(
         self,
@@ -87,6 +125,7 @@ class MqttClient:
         on_connected: Callable[[bool], None] | None = None,
         password: str | None = None,
         manual_ack: bool = True,
+        max_inflight: int = 100,
     ) -> None:
         self._config = config
         self._subscriptions = list(subscriptions)
@@ -103,7 +142,7 @@ class MqttClient:
         self.fatal: MqttError | None = None
         self.connections = 0
 
-        self._client = paho.Client(
+        self._client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
@@ -111,7 +150,7 @@ class MqttClient:
             manual_ack=manual_ack,
         )
         self._client.connect_timeout = config.connect_timeout_s
-        self._client.max_inflight_messages_set(100)
+        self._client.max_inflight_messages_set(max_inflight)  # QoS 1 publishes awaiting PUBACK
         self._client.max_queued_messages_set(0)
         if config.username is not None:
             self._client.username_pw_set(config.username, password)
@@ -193,6 +232,7 @@ class MqttClient:
 
     def _connect(self) -> None:
         cfg = self._config
+        self._client.reset_buffer()  # bytes left from a lost connection are not ours
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = cfg.session_expiry_s
@@ -214,8 +254,7 @@ class MqttClient:
                     f"broker {self._config.host}:{self._config.port} refused the connection: "
                     f"{_FATAL_CONNACK[value]} (check mqtt.username and the password file)"
                 )
-                log.error("%s", self.fatal)
-                self._stop.set()
+                self._stop.set()  # the application reports it, once
             else:
                 log.warning("broker refused the connection: %s", reason)
             client.disconnect()

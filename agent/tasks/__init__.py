@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from agent.tasks.base import Task
+from agent.tasks.classify import ClassifyTask
 from agent.tasks.digits import DigitsTask
+from agent.tasks.person import PersonTask
+from agent.tasks.pose import PoseTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (DigitsTask(),)}
+TASKS: dict[str, Task] = {
+    task.name: task for task in (DigitsTask(), PoseTask(), PersonTask(), ClassifyTask())
+}
 
 __all__ = ["TASKS", "Task"]

@@ -5,15 +5,35 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.config import LimitsConfig
-from agent.errors import InputError
+from agent.config import Config, LimitsConfig, TaskConfig
+from agent.errors import CloudError, InputError
+from agent.privacy import DataKind, Privacy, allows
+
+if TYPE_CHECKING:
+    from agent.registry import Registry, TaskModels
 
 FloatArray = npt.NDArray[np.float32]
+
+
+def top_result(probs: FloatArray, labels: tuple[str, ...], k: int) -> dict[str, Any]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    top = [{"label": labels[i], "score": round(float(probs[i]), 6)} for i in order]
+    return {"label": top[0]["label"], "score": top[0]["score"], "top": top}
+
+
+@dataclass(frozen=True)
+class CloudInput:
+    """What a task sends to its cloud model, tagged with what it carries (agent/privacy.py)."""
+
+    name: str
+    batch: npt.NDArray[Any]
+    kind: DataKind
 
 
 class Task(ABC):
@@ -25,9 +45,60 @@ class Task(ABC):
     canonical_shape: ClassVar[tuple[int, ...]]
     input_fields: ClassVar[Mapping[str, str]]  # field -> what it holds, for docs and error messages
 
+    # Tasks whose input is an image fall under an image privacy policy (agent/privacy.py).
+    image_input: ClassVar[bool] = False
+
     @abstractmethod
     def parse_input(self, data: Mapping[str, Any], limits: LimitsConfig) -> FloatArray:
         """Validate one request `input` object. Raises InputError with a wire code."""
+
+    # Hooks with the behaviour of a classifier over the model manifest; tasks whose models or
+    # outputs differ (the vision tasks) override them.
+
+    def resolve_models(self, registry: Registry, config: Config, task: TaskConfig) -> TaskModels:
+        """This task's models (by default from the manifest of `models.dir`)."""
+        return registry.task(self.name)
+
+    def bind(self, models: TaskModels, config: Config) -> Task:
+        """The task as served with these models (e.g. sized to the model input)."""
+        return self
+
+    def prepare(self, data: Mapping[str, Any], limits: LimitsConfig) -> tuple[Any, Any]:
+        """(canonical array, metadata for `result`) of one request `input` object."""
+        return self.parse_input(data, limits), None
+
+    def confidence(self, output: FloatArray) -> float:
+        """The score compared with the routing threshold (`auto` asks the cloud below it)."""
+        return float(output.max())
+
+    def result(
+        self, output: FloatArray, labels: tuple[str, ...], top_k: int, meta: Any
+    ) -> dict[str, Any]:
+        """The `result` object of an answer, from one sample's model output."""
+        return top_result(output, labels, top_k)
+
+    def cloud_input(
+        self, canonical: Any, output: FloatArray | None, privacy: Privacy | None
+    ) -> CloudInput | None:
+        """What to send to the cloud model for one sample, or None when `privacy` forbids
+        everything this task could send."""
+        if not allows(privacy, "features"):
+            return None
+        return CloudInput("input", np.asarray(canonical)[np.newaxis], "features")
+
+    def cloud_output(self, outputs: FloatArray, labels: tuple[str, ...]) -> FloatArray:
+        """Validate the cloud's output for one sample into what `result` takes."""
+        flat = outputs.reshape(-1)
+        if flat.shape[0] != len(labels) or not np.isfinite(flat).all():
+            raise CloudError(
+                "cloud_error", f"cloud returned {flat.shape[0]} values for {len(labels)} labels"
+            )
+        return np.asarray(flat, dtype=np.float32)
+
+    def request_input(self, canonical: FloatArray) -> dict[str, Any]:
+        """The request `input` object that carries one canonical sample (the inverse of
+        `parse_input`), used to replay test splits over MQTT, by the demo and the simulator."""
+        raise NotImplementedError(f"task {self.name} cannot be replayed from canonical samples")
 
     def check_fields(self, data: Mapping[str, Any], *, one_of: Sequence[str]) -> str:
         """The one field of `one_of` present in `data`; unknown fields are an error."""

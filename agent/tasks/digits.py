@@ -52,6 +52,9 @@ class DigitsTask(Task):
         "image": "grayscale image: HxW nested lists of 0..255, or a base64 PNG/JPEG/BMP",
     }
 
+    def request_input(self, canonical: FloatArray) -> dict[str, Any]:
+        return {"pixels": canonical.reshape(8, 8).tolist()}
+
     def parse_input(self, data: Mapping[str, Any], limits: LimitsConfig) -> FloatArray:
         field = self.check_fields(data, one_of=("pixels", "image"))
         if field == "pixels":

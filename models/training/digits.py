@@ -47,11 +47,11 @@ def _train(model: keras.Model, x: npt.NDArray[np.float32], y: npt.NDArray[np.int
     return model
 
 
-def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> keras.Model:
+def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
     return _train(_cnn((16, 32, 32), 0, 0.3, "digits_edge"), x, y, epochs=40)
 
 
-def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> keras.Model:
+def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
     members = [_train(_cnn((32, 64, 128), 128, 0.4, f"member{i}"), x, y, epochs=40) for i in range(3)]
     inp = keras.Input((8, 8, 1), name="pixels")
     out = layers.Average(name="proba")([m(inp) for m in members])

@@ -31,8 +31,66 @@ def digits_scaled(x: npt.ArrayLike) -> FloatArray:
     return (a / np.float32(16.0)).reshape(-1, 8, 8, 1)
 
 
+def znorm_1d(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Per-trace z-normalisation in float64: (x - mean) / max(std, 1e-6), std with ddof=0."""
+    a = np.asarray(x, dtype=np.float64)
+    return (a - a.mean()) / max(float(a.std()), 1e-6)
+
+
+def _sorted_picks(v: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
+    """n values of sorted(v) at indices round(linspace(0, len(v) - 1, n))."""
+    idx = np.round(np.linspace(0.0, len(v) - 1.0, n)).astype(np.int64)
+    return np.sort(v)[idx]
+
+
+def appliance_quantiles_1d(trace: npt.ArrayLike, n: int = 32) -> FloatArray:
+    """One power trace (any length >= 2, any unit) -> [3 * n] float32."""
+    z = znorm_1d(trace)
+    d = np.diff(z)
+    v = np.concatenate([_sorted_picks(z, n), _sorted_picks(np.abs(d), n), _sorted_picks(d, n)])
+    return (np.sign(v) * np.log1p(np.abs(v))).astype(np.float32)
+
+
+def appliance_quantiles(x: npt.ArrayLike) -> FloatArray:
+    """[N, 1460] power traces -> [N, 96]: signed-log sorted-value quantiles of
+    the z-normalised trace, of its absolute first difference and of its first
+    difference (32 each)."""
+    a = np.asarray(x, dtype=np.float32).reshape(-1, CANONICAL_SHAPES["appliance"][0])
+    return np.stack([appliance_quantiles_1d(row) for row in a])
+
+
+def appliance_znorm(x: npt.ArrayLike) -> FloatArray:
+    """[N, 1460] power traces -> [N, 1460] z-normalised traces (float32)."""
+    a = np.asarray(x, dtype=np.float32).reshape(-1, CANONICAL_SHAPES["appliance"][0])
+    return np.stack([znorm_1d(row).astype(np.float32) for row in a])
+
+
+def activity_stats(x: npt.ArrayLike) -> FloatArray:
+    """[N, 100, 6] (accel xyz, gyro xyz per step) -> [N, 30]: for each of the 6
+    channels c (in that order) the 5 statistics mean, std (ddof=0), min, max and
+    mean |first difference| over time, laid out channel-major
+    (index = 5 * c + s), then signed log: sign(v) * log1p(|v|).  Computed in
+    float64, returned as float32."""
+    a = np.asarray(x, dtype=np.float64).reshape(-1, *CANONICAL_SHAPES["activity"])
+    stats = np.stack(
+        [a.mean(axis=1), a.std(axis=1), a.min(axis=1), a.max(axis=1), np.abs(np.diff(a, axis=1)).mean(axis=1)],
+        axis=2,
+    )  # [N, 6, 5]
+    v = stats.reshape(len(a), -1)
+    return (np.sign(v) * np.log1p(np.abs(v))).astype(np.float32)
+
+
+def activity_raw(x: npt.ArrayLike) -> FloatArray:
+    """[N, 100, 6] -> [N, 100, 6] unchanged (float32)."""
+    return np.asarray(x, dtype=np.float32).reshape(-1, *CANONICAL_SHAPES["activity"])
+
+
 TRANSFORMS: dict[str, Callable[[npt.ArrayLike], FloatArray]] = {
     "digits_scaled": digits_scaled,
+    "appliance_quantiles": appliance_quantiles,
+    "appliance_znorm": appliance_znorm,
+    "activity_stats": activity_stats,
+    "activity_raw": activity_raw,
 }
 
 

@@ -45,13 +45,15 @@ def _predict(blob: bytes, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.floa
         return TFLiteModel(f.name).predict(feats)
 
 
-def _train_models(task: Task, fe: npt.NDArray[np.float32], fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> Trained:
+def _train_models(
+    task: Task, fe: npt.NDArray[np.float32], fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> Trained:
     log.info("%s: training edge model on %d samples", task.name, len(y))
-    edge = task.edge.fit(fe, y)
+    edge = task.edge.fit(fe, y, raw)
     edge_float = to_float_tflite(edge)
     edge_int8 = to_int8_tflite(edge, fe)
     log.info("%s: training cloud model on %d samples", task.name, len(y))
-    cloud = task.cloud.fit(fc, y)
+    cloud = task.cloud.fit(fc, y, raw)
     return Trained(edge_int8, edge_float, to_float_tflite(cloud))
 
 
@@ -107,7 +109,7 @@ def run(task: Task) -> dict[str, Any]:
     fold_models: Trained | None = None
     for k, (fit_idx, val_idx) in enumerate(folds):
         log.info("%s: calibration fold %d/%d (fit %d, validate %d)", task.name, k + 1, len(folds), len(fit_idx), len(val_idx))
-        m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx])
+        m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx], split.x_train[fit_idx])
         val_edge[val_idx] = _predict(m.edge_int8, fe[val_idx])
         val_edge_float[val_idx] = _predict(m.edge_float, fe[val_idx])
         val_cloud[val_idx] = _predict(m.cloud, fc[val_idx])
@@ -126,7 +128,7 @@ def run(task: Task) -> dict[str, Any]:
         final_train_n = int(len(folds[0][0]))
     else:
         seed_everything(0)
-        final = _train_models(task, fe, fc, y)
+        final = _train_models(task, fe, fc, y, split.x_train)
         final_train_n = int(len(y))
 
     # --- test evaluation through the runtime, exactly as the agent does

@@ -11,13 +11,16 @@ import numpy.typing as npt
 
 from .data import Split
 
-Fit = Callable[[npt.NDArray[np.float32], npt.NDArray[np.int64]], keras.Model]
+#: (model inputs [N, ...], labels [N], canonical inputs [N, ...]) -> trained
+#: Keras model with a softmax output.  The canonical inputs are there for
+#: augmentations that must be applied before the feature transform.
+Fit = Callable[[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32]], keras.Model]
 
 
 @dataclass(frozen=True)
 class ModelPlan:
     features: str            # name of the transform in features.TRANSFORMS
-    fit: Fit                 # (features [N, ...], y [N]) -> trained keras model (softmax output)
+    fit: Fit
     architecture: str        # one paragraph for the card
 
 

@@ -1,0 +1,89 @@
+"""The naive baseline agent: what most tutorials write.
+
+One MQTT callback that, on the network thread and one message at a time, parses the JSON,
+validates the input, runs the model with batch 1 and publishes the answer. Same broker,
+topics, protocol, QoS, models and input validation as the real agent; what it lacks is
+what the agent adds: hand-off to worker threads, micro-batching and a lean hot path.
+
+It is a benchmark baseline, not a way to serve: no deadlines, no cloud, no error topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import LimitsConfig, MqttConfig
+from agent.mqtt.client import Message, MqttClient
+from agent.registry import LoadedModel, Registry
+from agent.service.notify import Notifier
+from agent.tasks import TASKS
+
+
+class NaiveAgent:
+    def __init__(self, host: str, port: int, agent_id: str, models_dir: Path, qos: int) -> None:
+        self.root = f"edge-agent/{agent_id}"
+        self.qos = qos
+        self.limits = LimitsConfig()  # type: ignore[call-arg]
+        registry = Registry(models_dir)
+        self.models: dict[str, LoadedModel] = {}
+        for name in TASKS:
+            if name in registry.manifest.tasks and (spec := registry.task(name).edge):
+                self.models[name] = spec.load(1)
+        self.mqtt = MqttClient(
+            MqttConfig.model_validate({"host": host, "port": port, "session_expiry_s": 0}),
+            f"naive-{agent_id}",
+            will=None,
+            subscriptions=[(f"{self.root}/request/+", qos)],
+            on_message=self.on_message,
+            manual_ack=False,
+        )
+
+    def on_message(self, message: Message) -> None:
+        task = message.topic.rsplit("/", 1)[-1]
+        body = json.loads(message.payload)
+        model = self.models[task]
+        x = TASKS[task].parse_input(body["input"], self.limits)
+        probs = model.predict(x[np.newaxis])[0]
+        best = int(np.argmax(probs))
+        answer = {
+            "id": body["id"],
+            "task": task,
+            "ok": True,
+            "result": {"label": model.spec.labels[best], "score": float(probs[best])},
+        }
+        self.mqtt.publish(f"{self.root}/response/{task}", json.dumps(answer).encode(), qos=self.qos)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agent.bench.naive", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--models", required=True)
+    p.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent = NaiveAgent(args.host, args.port, args.id, Path(args.models), args.qos)
+    agent.mqtt.start()
+    if not agent.mqtt.wait_connected(10):
+        print("cannot connect to the broker", file=sys.stderr)
+        return 1
+    time.sleep(0.1)  # SUBACK
+    Notifier().ready("naive agent serving")
+    stop.wait()
+    agent.mqtt.stop(timeout=1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
