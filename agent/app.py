@@ -6,13 +6,14 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from agent.cloud.client import CloudClient
-from agent.config import Config
+from agent.config import Config, load_config
 from agent.engine import Engine, TaskRuntime
-from agent.errors import ModelLoadError, MqttError
+from agent.errors import EdgeAgentError, ModelLoadError, MqttAuthError, MqttError
 from agent.metrics import Gauges, serve_metrics
 from agent.mqtt.client import Message, MqttClient, Will
 from agent.mqtt.topics import Topics
@@ -22,9 +23,12 @@ from agent.service.notify import Notifier
 from agent.service.watchdog import WatchdogLoop
 from agent.stats import Stats
 from agent.tasks import TASKS
+from agent.vision.service import CameraService
 from agent.wire import dumps
 
 log = logging.getLogger(__name__)
+
+EX_CONFIG = 78  # sysexits.h: fix the config or credentials; systemd does not restart on it
 
 
 def build_tasks(config: Config, registry: Registry) -> dict[str, TaskRuntime]:
@@ -73,9 +77,16 @@ def load_worker_models(
 
 
 class Agent:
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
-        self.topics = Topics(config.base_topic, config.id)
+        self.config_path = config_path
+        self._reload_requested = threading.Event()
+        self.topics = Topics(config.base_topic, config.id, config.scale_out.group)
         self.stats = Stats()
         self.notifier = notifier or Notifier()
         self._stop = threading.Event()
@@ -103,14 +114,22 @@ class Agent:
             config.mqtt,
             config.client_id,
             will=Will(self.topics.status, b"offline"),
-            subscriptions=[(self.topics.request_filter, config.mqtt.qos)],
+            subscriptions=[
+                (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
+            ],
             on_message=self._on_message,
             on_connected=self._on_connected,
             password=password.get_secret_value() if password else None,
+            max_inflight=config.mqtt.max_inflight,
         )
         self.engine = Engine(
             config, self.topics, self.mqtt, self.stats, self.tasks, worker_models, self.cloud
         )
+        self.cameras: CameraService | None = None
+        if config.cameras:
+            self.cameras = CameraService(config, self.topics, self.mqtt, self.cloud, registry)
+            for topic, qos in self.cameras.subscriptions():
+                self.mqtt.subscribe(topic, qos)
         self._watchdog: WatchdogLoop | None = None
         self._metrics_server: Any = None
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
@@ -119,8 +138,13 @@ class Agent:
 
     def _on_connected(self, session_present: bool) -> None:
         self.mqtt.publish(self.topics.status, b"online", qos=1, retain=True)
+        if self.cameras is not None:
+            self.cameras.on_connected()
 
     def _on_message(self, message: Message) -> None:
+        if self.cameras is not None and self.cameras.handles(message.topic):
+            self.cameras.on_message(message)
+            return
         self.engine.submit(message)
 
     # ------------------------------------------------------------------ health and stats
@@ -128,7 +152,7 @@ class Agent:
     def health(self) -> tuple[bool, str]:
         if not self.mqtt.alive():
             return False, "MQTT network thread is not running"
-        return self.engine.healthy(stall_s=30.0)
+        return self.engine.healthy(stall_s=self.config.workers.stall_timeout_s)
 
     def stats_snapshot(self) -> dict[str, object]:
         breaker = self.cloud.breaker.state if self.cloud else None
@@ -137,6 +161,7 @@ class Agent:
             inflight=self.engine.inflight,
             mqtt_connected=self.mqtt.connected,
             cloud_breaker=breaker,
+            **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
         )
 
     def metrics_gauges(self) -> Gauges:
@@ -175,8 +200,10 @@ class Agent:
             if time.monotonic() > deadline:
                 log.warning("not connected to the broker yet; still trying in the background")
                 break
+        if self.cameras is not None:
+            self.cameras.start()
         self._stats_thread.start()
-        self.notifier.ready(f"serving {', '.join(self.tasks)} on {self.topics.root}")
+        self.notifier.ready(self._status_text())
         self._watchdog = WatchdogLoop(self.notifier, self.health)
         self._watchdog.start()
 
@@ -187,19 +214,64 @@ class Agent:
         """Serve until SIGTERM/SIGINT (or a fatal MQTT error). Returns the exit code."""
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGHUP, self._sighup)
         try:
             self.start()
         except MqttError as exc:
             log.error("%s", exc)
             self.shutdown()
-            return 1
-        while not self._stop.wait(0.5):
+            return EX_CONFIG if isinstance(exc, MqttAuthError) else 1
+        while not self._stop.wait(0.2):
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self.reload_from_file()
             if self.mqtt.fatal is not None:
                 log.error("%s", self.mqtt.fatal)
                 self.shutdown()
-                return 1
+                return EX_CONFIG if isinstance(self.mqtt.fatal, MqttAuthError) else 1
         self.shutdown()
         return 0
+
+    def _sighup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested.set()
+
+    def reload_from_file(self) -> tuple[bool, list[str]]:
+        """SIGHUP: re-read the config file and the models, telling systemd (RELOADING=1)."""
+        self.notifier.reloading("reloading configuration and models")
+        try:
+            config = load_config(self.config_path)
+            ok, notes = True, self.reload(config)
+        except EdgeAgentError as exc:
+            ok, notes = False, [str(exc)]
+            log.error("reload failed, still serving the previous configuration: %s", exc)
+        self.notifier.ready(self._status_text())
+        return ok, notes
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply a new configuration without dropping messages: tasks, thresholds and models
+        are swapped between batches. Returns notes on what needs a restart instead.
+        Raises EdgeAgentError (and keeps serving the old one) if the new one cannot load."""
+        notes = [
+            f"{section} changed: restart to apply"
+            for section in (
+                "id", "base_topic", "mqtt", "cloud", "workers", "metrics", "cameras", "vision"
+            )
+            if getattr(config, section) != getattr(self.config, section)
+        ]
+        tasks = build_tasks(config, Registry(config.models.dir))
+        worker_models = load_worker_models(self.config, tasks)
+        self.engine.replace_tasks(tasks, worker_models)
+        self.tasks = tasks
+        self.config = self.config.model_copy(
+            update={"tasks": config.tasks, "models": config.models, "limits": config.limits,
+                    "stats": config.stats, "log_level": config.log_level}
+        )
+        logging.getLogger().setLevel(config.log_level)
+        log.info("reloaded: tasks %s%s", ", ".join(tasks), f"; {'; '.join(notes)}" if notes else "")
+        return notes
+
+    def _status_text(self) -> str:
+        return f"serving {', '.join(self.tasks)} on {self.topics.root}"
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
@@ -213,6 +285,8 @@ class Agent:
         self.notifier.stopping()
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self.cameras is not None:
+            self.cameras.stop()  # open person events end while MQTT is still up
         self.engine.stop(drain_s)
         self.mqtt.stop(final=(self.topics.status, b"stopped"), timeout=0.8)
         if self.cloud is not None:

@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent
 
     log.info("edge-agent %s starting as %s", __version__, config.id)
-    agent = Agent(config)
+    agent = Agent(config, config_path=_config_path(args.config))
     return agent.run()
 
 
@@ -176,6 +176,13 @@ def cmd_models_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from agent.config_doc import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -216,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="append every inference request body to this file")
     p.set_defaults(func=cmd_cloud)
 
+    p = sub.add_parser("config-reference", help="print every config key as markdown")
+    p.set_defaults(func=cmd_config_reference)
+
     p = sub.add_parser("demo", help="run broker, cloud and agent here and show answers")
     p.add_argument("--count", type=int, default=12, help="requests per round")
     p.set_defaults(func=cmd_demo)
@@ -252,16 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# sysexits.h EX_CONFIG: the unit's RestartPreventExitStatus=78 keeps systemd from restarting
+# an agent that cannot work until a person fixes its config, credentials or models.
+EX_CONFIG = 78
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    run = args.command == "run"
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return EX_CONFIG if run else 1
     except EdgeAgentError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
-        return 1
+        return EX_CONFIG if run else 1
     except KeyboardInterrupt:
         return 130

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.devices.config import DeviceConfig, HomeAssistantConfig
 from agent.errors import ConfigError
 from agent.vision.config import CameraConfig, CameraName, VisionConfig
 
@@ -41,11 +42,14 @@ def _default_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
-def _read_secret(path: Path, what: str) -> SecretStr:
+def _read_secret(path: Path, what: str) -> SecretStr | None:
+    """The secret in `path`; None when the file is empty (install.sh creates empty
+    credential files so that the unit's LoadCredential= finds them)."""
     try:
-        return SecretStr(path.read_text(encoding="utf-8").strip())
+        value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    return SecretStr(value) if value else None
 
 
 def _credential(name: str) -> Path | None:
@@ -92,6 +96,13 @@ class MqttConfig(_Strict):
     )
     qos: Literal[0, 1] = Field(1, description="QoS of subscriptions and results.")
     connect_timeout_s: float = Field(10.0, gt=0, description="TCP/TLS connect timeout.")
+    max_inflight: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Our QoS 1 publishes awaiting PUBACK at once; 0: no limit (answers are "
+        "already bounded by the requests the broker lets us hold unacknowledged).",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig)  # type: ignore[arg-type]
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)  # type: ignore[arg-type]
 
@@ -170,6 +181,10 @@ class WorkersConfig(_Strict):
     count: int = Field(2, ge=1, le=64, description="Inference worker threads.")
     queue_size: int = Field(1024, ge=1, description="Requests waiting for a worker.")
     max_batch: int = Field(16, ge=1, le=256, description="Largest micro-batch per model.")
+    stall_timeout_s: float = Field(
+        30.0, gt=0, description="A worker busy on one batch this long is unhealthy: the "
+        "systemd watchdog stops being petted, so systemd restarts the agent."
+    )
 
 
 class LimitsConfig(_Strict):
@@ -188,6 +203,18 @@ class MetricsConfig(_Strict):
     host: str = Field("127.0.0.1", description="Address to bind; localhost by default.")
 
 
+class ScaleOutConfig(_Strict):
+    group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Share requests with every agent of this group (MQTT 5 shared "
+        "subscriptions): clients send to `<base_topic>/<group>/request/<task>`, one member "
+        "answers each request on `<base_topic>/<group>/response/<task>` (or the MQTT 5 "
+        "response topic); status, stats and errors stay under each agent's own id. "
+        "Unset: the agent's own `<base_topic>/<id>/...` topics only.",
+    )
+
+
 class StatsConfig(_Strict):
     interval_s: float = Field(60.0, gt=0, description="Period of the retained stats message.")
 
@@ -197,7 +224,9 @@ class Config(_Strict):
         default_factory=_default_id, description="Agent id in topics; default the hostname."
     )
     base_topic: str = Field("edge-agent", description="First level(s) of every agent topic.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Logging level (DEBUG logs every message)."
+    )
     state_dir: Path | None = Field(
         None, description="Persistent state; default $STATE_DIRECTORY or ./state."
     )
@@ -207,6 +236,7 @@ class Config(_Strict):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)  # type: ignore[arg-type]
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
     stats: StatsConfig = Field(default_factory=StatsConfig)  # type: ignore[arg-type]
+    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)  # type: ignore[arg-type]
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     tasks: dict[str, TaskConfig] = Field(
         default_factory=dict, description="Built-in tasks to serve, by name."
@@ -215,6 +245,16 @@ class Config(_Strict):
         default_factory=dict, description="Cameras to analyse, by name (docs/cameras.md)."
     )
     vision: VisionConfig = Field(default_factory=VisionConfig)  # type: ignore[arg-type]
+    devices: list[DeviceConfig] = Field(
+        default_factory=list,
+        description="Sensors whose own messages run through tasks (docs/devices.md).",
+    )
+    device_profiles: Path | None = Field(
+        None, description="Directory of device profiles; default devices/profiles."
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig  # type: ignore[arg-type]
+    )
 
     @field_validator("id")
     @classmethod
@@ -237,6 +277,22 @@ class Config(_Strict):
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; built-in: {sorted(TASKS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> Config:
+        from agent.devices.checks import check_devices
+
+        served = [name for name, task in self.tasks.items() if task.enabled]
+        problems = check_devices(
+            self.devices,
+            self.device_profiles,
+            served,
+            f"{self.base_topic}/{self.id}",
+            self.cameras,
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -318,6 +374,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             for d in models["extra_dirs"]
         ]
     fix(data, "state_dir")
+    fix(data, "device_profiles")
     mqtt = data.get("mqtt")
     fix(mqtt, "password_file")
     if isinstance(mqtt, dict):

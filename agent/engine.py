@@ -187,6 +187,16 @@ class Engine:
                 job.rid = None
             self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
 
+    def replace_tasks(
+        self, tasks: dict[str, TaskRuntime], worker_models: list[dict[str, LoadedModel]]
+    ) -> None:
+        """Serve new tasks and interpreters from each worker's next batch on (a reload).
+        Jobs already past validation finish with what they started with; none is dropped."""
+        if len(worker_models) != len(self._worker_models):
+            raise ValueError("the number of workers cannot change without a restart")
+        self._tasks = tasks
+        self._worker_models = worker_models
+
     # ------------------------------------------------------------------ workers
 
     def _work(self, index: int, models: dict[str, LoadedModel]) -> None:
@@ -204,7 +214,7 @@ class Engine:
                     break
             self._busy_since[index] = time.monotonic()
             try:
-                self._process(batch, models)
+                self._process(batch, self._worker_models[index])
             except Exception:  # never let one bad batch kill a worker
                 log.exception("unexpected error in worker %d", index)
                 for job in batch:

@@ -179,7 +179,7 @@ install_config() {
     # World-readable on purpose: DynamicUser= reads it. Secrets never go in it.
     install -d -m 0755 "$ETC"
     if [[ -f "$SOURCE/deploy/agent.yaml" ]]; then
-        # TODO(lead): drop this rewrite if deploy/agent.yaml ever ships the installed path.
+        # The repo config points at ../models; the installed one at the installed models.
         set_models_dir "$SOURCE/deploy/agent.yaml" >"$ETC/agent.yaml.dist.tmp"
         chmod 0644 "$ETC/agent.yaml.dist.tmp"
         mv "$ETC/agent.yaml.dist.tmp" "$ETC/agent.yaml.dist"

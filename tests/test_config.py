@@ -125,3 +125,10 @@ def test_check_config_cli(tmp_path: Path) -> None:
     result = _check_config("-c", str(missing))
     assert result.returncode == 1
     assert "manifest.json" in result.stderr and "/nope" in result.stderr
+
+
+def test_configuration_doc_is_generated_from_the_code() -> None:
+    from agent.config_doc import reference_markdown
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == reference_markdown(), "run: edge-agent config-reference > docs/configuration.md"

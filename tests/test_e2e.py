@@ -86,7 +86,7 @@ def test_bad_credentials_are_a_clear_fatal_error(tmp_path: Path) -> None:
         agent = start_agent(DEPLOY_CONFIG, env, tmp_path)
         code = agent.wait(20)
         output = agent.output()
-        assert code == 1, output
+        assert code == 78, output  # EX_CONFIG: systemd must not restart it
         assert "bad user name or password" in output or "not authorized" in output
         assert output.count("refused the connection") == 1, "no retry storm"
         assert "wrong-password" not in output
@@ -117,6 +117,37 @@ def test_invalid_model_stops_startup_naming_the_file(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 78
     assert str(target) in proc.stderr
     assert "fake-op-double" in proc.stderr or "custom op" in proc.stderr
+
+
+def test_sighup_reloads_config_and_models_without_dropping_requests(
+    broker: Mosquitto, cloud_url: str, tmp_path: Path
+) -> None:
+    """SIGHUP re-reads the config file: a new threshold takes effect, requests keep flowing."""
+    import shutil
+
+    config = tmp_path / "agent.yaml"
+    shutil.copyfile(DEPLOY_CONFIG, config)
+    text = config.read_text().replace("dir: ../models", f"dir: {MODELS}")
+    config.write_text(text)
+    agent = start_agent(config, agent_env(broker.port, "hup", cloud_url), tmp_path)
+    try:
+        with RequestClient(broker.host, broker.port, "hup") as c:
+            assert _wait_status(c, b"online", 20), agent.output()
+            before = [c.send("digits", {"pixels": X_TEST[i].tolist()}) for i in range(100)]
+            config.write_text(text.replace("  digits: {}", "  digits: {threshold: 1.0}"))
+            agent.signal(signal.SIGHUP)
+            during = [c.send("digits", {"pixels": X_TEST[i].tolist()}) for i in range(100)]
+            assert c.wait_for(before + during, 20), agent.output()
+            time.sleep(1.0)
+            after = [c.send("digits", {"pixels": X_TEST[i].tolist()}) for i in range(20)]
+            assert c.wait_for(after, 20)
+            assert all(len(c.answers[r]) == 1 for r in before + during + after)
+            # threshold 1.0: every auto request now wants the cloud
+            assert all(c.answers[r][0]["source"] == "cloud" for r in after)
+            assert agent.alive()
+            assert "reloaded" in agent.output()
+    finally:
+        agent.stop()

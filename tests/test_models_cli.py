@@ -26,7 +26,10 @@ EVAL_TASKS = [
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
         cwd=cwd,
     )
 
@@ -56,10 +59,12 @@ def test_flipped_byte_makes_run_fail_naming_the_file(tmp_path: Path) -> None:
     spec.path.write_bytes(bytes(data))
     env_result = subprocess.run(
         [sys.executable, "-m", "agent", "run", "-c", str(DEPLOY_CONFIG)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"EDGE_AGENT_MODELS__DIR": str(models), "PATH": "/usr/bin:/bin"},
     )
-    assert env_result.returncode == 1
+    assert env_result.returncode == 78
     assert str(spec.path) in env_result.stderr and "sha256 mismatch" in env_result.stderr
     verify = _cli("models", "verify", "--models", str(models))
     assert verify.returncode == 1 and str(spec.path) in verify.stdout
@@ -91,8 +96,7 @@ def test_auto_route_over_mqtt_reproduces_the_eval_cascade(
     config = agent_config(broker, cloud_url)
     with running_agent(config), RequestClient(broker.host, broker.port, config.id) as c:
         ids = [
-            c.send(task, TASKS[task].request_input(x[i]), deadline_ms=30_000)
-            for i in range(len(x))
+            c.send(task, TASKS[task].request_input(x[i]), deadline_ms=30_000) for i in range(len(x))
         ]
         assert c.wait_for(ids, 120)
     answers = [c.answers[r][0] for r in ids]
