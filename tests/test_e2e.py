@@ -151,3 +151,65 @@ def test_sighup_reloads_config_and_models_without_dropping_requests(
             assert "reloaded" in agent.output()
     finally:
         agent.stop()
+
+
+def test_secrets_never_reach_the_logs(cloud_url: str, tmp_path: Path) -> None:
+    """A full run at DEBUG with a broker password and a cloud token: neither is logged."""
+    password, token = "pw-Sup3rSecret-42", "tok-Cl0udSecret-77"
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "edge", password], check=True)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text(password)
+    (creds / "cloud_token").write_text(token)
+    with Mosquitto(extra_config=f"password_file {passwd}", allow_anonymous=False) as broker:
+        env = agent_env(
+            broker.port,
+            "secrets",
+            cloud_url,
+            {
+                "EDGE_AGENT_MQTT__USERNAME": "edge",
+                "EDGE_AGENT_LOG_LEVEL": "DEBUG",
+                "CREDENTIALS_DIRECTORY": str(creds),
+            },
+        )
+        agent = start_agent(DEPLOY_CONFIG, env, tmp_path)
+        try:
+            import orjson
+
+            from agent.config import MqttConfig
+            from agent.mqtt.client import Message, MqttClient
+
+            got: list[Message] = []
+            client = MqttClient(
+                MqttConfig(host=broker.host, port=broker.port, username="edge"),  # type: ignore[call-arg]
+                "secrets-client",
+                will=None,
+                subscriptions=[
+                    ("edge-agent/secrets/response/#", 1),
+                    ("edge-agent/secrets/status", 1),
+                ],
+                on_message=got.append,
+                password=password,
+                manual_ack=False,
+            )
+            client.start()
+            assert client.wait_connected(10)
+            end = time.monotonic() + 20
+            while not any(m.payload == b"online" for m in got) and time.monotonic() < end:
+                time.sleep(0.05)
+            got.clear()
+            for i in range(20):
+                body = {"id": f"s{i}", "input": {"pixels": X_TEST[i].tolist()}, "route": "cloud"}
+                client.publish("edge-agent/secrets/request/digits", orjson.dumps(body))
+            client.publish("edge-agent/secrets/request/digits", b"bad " + password.encode())
+            end = time.monotonic() + 15
+            while len(got) < 20 and time.monotonic() < end:
+                time.sleep(0.05)
+            client.stop()
+            assert len(got) >= 20, agent.output()
+        finally:
+            agent.stop()
+    output = agent.output()
+    assert "DEBUG" in output
+    assert password not in output and token not in output

@@ -324,3 +324,81 @@ def test_acl(broker: Broker) -> None:
     finally:
         for client in (agent, sensor, dashboard):
             client.close()
+
+
+# ----------------------------------------------------------------------------- the agent itself
+
+
+def _agent_config(broker: Broker, tmp: Path, ca: Path, agent_id: str) -> Any:
+    from agent.config import load_config
+    from tests.helpers import DEPLOY_CONFIG
+
+    secret = tmp / f"{agent_id}-pw"
+    secret.write_text(USERS["edge-agent"])
+    return load_config(
+        DEPLOY_CONFIG,
+        environ={
+            "EDGE_AGENT_ID": agent_id,
+            "EDGE_AGENT_MQTT__HOST": "localhost",
+            "EDGE_AGENT_MQTT__PORT": str(broker.port),
+            "EDGE_AGENT_MQTT__USERNAME": "edge-agent",
+            "EDGE_AGENT_MQTT__PASSWORD_FILE": str(secret),
+            "EDGE_AGENT_MQTT__TLS__ENABLED": "true",
+            "EDGE_AGENT_MQTT__TLS__CA_FILE": str(ca),
+            "EDGE_AGENT_MQTT__TLS__CERT_FILE": str(broker.pki / "edge-agent.crt"),
+            "EDGE_AGENT_MQTT__TLS__KEY_FILE": str(broker.pki / "edge-agent.key"),
+            "EDGE_AGENT_MQTT__RECONNECT__MIN_DELAY_S": "0.2",
+        },
+    )
+
+
+def test_the_agent_serves_over_tls_with_a_client_cert(broker: Broker, tmp_path: Path) -> None:
+    """The agent's own MQTT client: CA verification, client certificate, password, ACL."""
+    import json
+
+    from agent.app import Agent
+
+    config = _agent_config(broker, tmp_path, broker.pki / "ca.crt", "tlsagent")
+    config = config.model_copy(update={"cloud": config.cloud.model_copy(update={"url": None})})
+    agent = Agent(config)
+    agent.start(connect_timeout=10)
+    client = probe(broker, "dashboard")
+    try:
+        assert agent.mqtt.connected
+        assert client.connect(broker.port) == "ok"
+        client.subscribe("edge-agent/tlsagent/response/#")
+        grid = [
+            [0, 0, 5, 13, 9, 1, 0, 0],
+            [0, 0, 13, 15, 10, 15, 5, 0],
+            [0, 3, 15, 2, 0, 11, 8, 0],
+            [0, 4, 12, 0, 0, 8, 8, 0],
+            [0, 5, 8, 0, 0, 9, 8, 0],
+            [0, 4, 11, 0, 1, 12, 7, 0],
+            [0, 2, 14, 5, 10, 12, 0, 0],
+            [0, 0, 6, 13, 10, 0, 0, 0],
+        ]
+        request = json.dumps({"id": "tls-1", "input": {"pixels": grid}}).encode()
+        assert not client.publish("edge-agent/tlsagent/request/digits", request).is_failure
+        payload = expect(client.messages, "edge-agent/tlsagent/response/digits")
+        answer = json.loads(payload)
+        assert answer["ok"] and answer["result"]["label"] == "0"
+    finally:
+        client.close()
+        agent.shutdown()
+
+
+def test_the_agent_refuses_a_broker_signed_by_another_ca(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.app import Agent
+
+    config = _agent_config(broker, tmp_path, broker.wrong_pki / "ca.crt", "tlswrong")
+    config = config.model_copy(update={"cloud": config.cloud.model_copy(update={"url": None})})
+    agent = Agent(config)
+    with caplog.at_level("WARNING", logger="agent.mqtt.client"):
+        agent.start(connect_timeout=1.5)
+        try:
+            assert not agent.mqtt.connected
+        finally:
+            agent.shutdown()
+    assert "TLS certificate verification failed" in caplog.text
