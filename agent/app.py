@@ -10,13 +10,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent.bridge import Bridge
 from agent.cloud.client import CloudClient
 from agent.config import Config, load_config
+from agent.dedupe import Dedupe
+from agent.devices.hub import DeviceHub
 from agent.engine import Engine, TaskRuntime
 from agent.errors import EdgeAgentError, ModelLoadError, MqttAuthError, MqttError
 from agent.metrics import Gauges, serve_metrics
 from agent.mqtt.client import Message, MqttClient, Will
 from agent.mqtt.topics import Topics
+from agent.outbox import Outbox
 from agent.registry import LoadedModel, Registry
 from agent.runtime.tflite import runtime_name
 from agent.service.notify import Notifier
@@ -76,6 +80,28 @@ def load_worker_models(
     ]
 
 
+def open_delivery_state(config: Config) -> tuple[Outbox | None, Dedupe[Message] | None]:
+    """The outbox and the de-duplication window: one SQLite file under the state directory
+    (docs/reliability.md), so an answer and its id are stored the same way."""
+    dc = config.dedupe
+    state_db = None
+    if config.outbox.enabled or (dc.enabled and dc.persist):
+        oc = config.outbox
+        state_db = Outbox(
+            config.resolved_state_dir() / f"outbox-{config.id}.sqlite3",
+            durability=oc.durability,
+            max_messages=oc.max_messages,
+            max_bytes=oc.max_bytes,
+            max_age_s=oc.max_age_s,
+            drop_policy=oc.drop_policy,
+        ).start()
+    dedupe: Dedupe[Message] | None = None
+    if dc.enabled:
+        store = state_db if dc.persist else None
+        dedupe = Dedupe(store, max_entries=dc.max_entries, window_s=dc.window_s)
+    return state_db, dedupe
+
+
 class Agent:
     def __init__(
         self,
@@ -87,6 +113,7 @@ class Agent:
         self.config_path = config_path
         self._reload_requested = threading.Event()
         self.topics = Topics(config.base_topic, config.id, config.scale_out.group)
+        self._request_prefix = self.topics.request("")
         self.stats = Stats()
         self.notifier = notifier or Notifier()
         self._stop = threading.Event()
@@ -109,22 +136,44 @@ class Agent:
             if config.cloud.url
             else None
         )
+        self.devices = DeviceHub(
+            config, self.topics, self.stats, engine=lambda: self.engine, tasks=lambda: self.tasks
+        )
+        self.bridge = Bridge(self.topics, config.mqtt.qos, self)
+        self.state_db, self.dedupe = open_delivery_state(config)
         password = config.mqtt.password()
+        mqtt_config = config.mqtt
+        if config.scale_out.group:
+            expiry = config.scale_out.session_expiry_s
+            mqtt_config = mqtt_config.model_copy(update={"session_expiry_s": expiry})
         self.mqtt = MqttClient(
-            config.mqtt,
+            mqtt_config,
             config.client_id,
             will=Will(self.topics.status, b"offline"),
             subscriptions=[
                 (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
-            ],
+            ]
+            + self.devices.subscriptions()
+            + self.bridge.subscriptions(),
             on_message=self._on_message,
             on_connected=self._on_connected,
             password=password.get_secret_value() if password else None,
             max_inflight=config.mqtt.max_inflight,
+            receive_maximum=config.workers.queue_size,
+            outbox=self.state_db if config.outbox.enabled else None,
         )
         self.engine = Engine(
-            config, self.topics, self.mqtt, self.stats, self.tasks, worker_models, self.cloud
+            config,
+            self.topics,
+            self.mqtt,
+            self.stats,
+            self.tasks,
+            worker_models,
+            self.cloud,
+            dedupe=self.dedupe,
         )
+        self.devices.attach(self.mqtt)
+        self.bridge.attach(self.mqtt)
         self.cameras: CameraService | None = None
         if config.cameras:
             self.cameras = CameraService(config, self.topics, self.mqtt, self.cloud, registry)
@@ -140,10 +189,15 @@ class Agent:
         self.mqtt.publish(self.topics.status, b"online", qos=1, retain=True)
         if self.cameras is not None:
             self.cameras.on_connected()
+        self.devices.on_connected()
 
     def _on_message(self, message: Message) -> None:
-        if self.cameras is not None and self.cameras.handles(message.topic):
-            self.cameras.on_message(message)
+        if message.topic.startswith(self._request_prefix):  # the hot path first
+            self.engine.submit(message)
+            return
+        if self.cameras is not None and self.cameras.offer(message):
+            return
+        if self.bridge.offer(message) or self.devices.offer(message):
             return
         self.engine.submit(message)
 
@@ -162,7 +216,13 @@ class Agent:
             mqtt_connected=self.mqtt.connected,
             cloud_breaker=breaker,
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
+            **({"outbox": db.stats()} if (db := self.state_db) is not None else {}),
+            **({"dedupe": self.dedupe.stats()} if self.dedupe is not None else {}),
+            mqtt_stale_acks=self.mqtt.stale_acks,
         )
+
+    def device_list(self) -> list[dict[str, object]]:
+        return self.devices.describe()
 
     def metrics_gauges(self) -> Gauges:
         cloud = self.cloud
@@ -192,6 +252,8 @@ class Agent:
                 self.config.metrics.host, self.config.metrics.port, self.stats, self.metrics_gauges
             )
         self.engine.start()
+        self.devices.start()
+        self.bridge.start()
         self.mqtt.start()
         deadline = time.monotonic() + connect_timeout
         while not self.mqtt.wait_connected(0.2):
@@ -264,8 +326,11 @@ class Agent:
         self.tasks = tasks
         self.config = self.config.model_copy(
             update={"tasks": config.tasks, "models": config.models, "limits": config.limits,
-                    "stats": config.stats, "log_level": config.log_level}
+                    "stats": config.stats, "log_level": config.log_level,
+                    "devices": config.devices, "device_profiles": config.device_profiles,
+                    "homeassistant": config.homeassistant}
         )
+        self.devices.reconfigure(self.config)
         logging.getLogger().setLevel(config.log_level)
         log.info("reloaded: tasks %s%s", ", ".join(tasks), f"; {'; '.join(notes)}" if notes else "")
         return notes
@@ -287,8 +352,12 @@ class Agent:
             self._watchdog.stop()
         if self.cameras is not None:
             self.cameras.stop()  # open person events end while MQTT is still up
+        self.bridge.stop()
+        self.devices.stop()
         self.engine.stop(drain_s)
         self.mqtt.stop(final=(self.topics.status, b"stopped"), timeout=0.8)
+        if self.state_db is not None:
+            self.state_db.close()  # commits results still pending for the outbox
         if self.cloud is not None:
             self.cloud.close()
         if self._metrics_server is not None:

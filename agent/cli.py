@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
+from agent.bench.cli import add_parser as add_bench_parser
 from agent.config import Config, check_files, load_config
 from agent.errors import ConfigError, EdgeAgentError, ModelLoadError
 
@@ -78,6 +80,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             )
         except ModelLoadError as exc:
             problems.append(f"models: {exc}")
+        from agent.vision.service import camera_runtimes
+
+        for name, camera in config.cameras.items():
+            try:
+                camera_runtimes(config, Registry(config.models.dir), camera)
+            except ModelLoadError as exc:
+                problems.append(f"cameras.{name}: {exc}")
     if problems:
         print(ConfigError(problems), file=sys.stderr)
         return 1
@@ -189,7 +198,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(count=args.count)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.simulate import Options, run
+
+    config = load_config(_config_path(args.config))
+    _setup_logging(args.log_level or "WARNING")
+    options = Options(
+        window_s=args.window_s,
+        event_interval_s=args.event_interval,
+        speed=args.speed,
+        count=args.count,
+        devices=tuple(args.device),
+        seed=args.seed,
+    )
+    try:
+        sent = run(config, options)
+    except KeyboardInterrupt:
+        return 130
+    print(f"simulate: {sent} messages published")
+    return 0
+
+
+def _add_simulate(
+    p: argparse.ArgumentParser, with_config: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    with_config(p)
+    p.add_argument(
+        "--window-s", type=float, default=10.0, help="seconds for a device to fill one window"
+    )
+    p.add_argument(
+        "--event-interval", type=float, default=2.0, help="seconds between tablet/climate messages"
+    )
+    p.add_argument("--speed", type=float, help="one time factor for every device instead")
+    p.add_argument("--count", type=int, help="windows (or messages) per device, then stop")
+    p.add_argument(
+        "--device", action="append", default=[], help="simulate only this device (repeatable)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="order of the replayed recordings")
+    p.set_defaults(func=cmd_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list of commands)
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,9 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-reference", help="print every config key as markdown")
     p.set_defaults(func=cmd_config_reference)
 
+    add_bench_parser(sub)
+
     p = sub.add_parser("demo", help="run broker, cloud and agent here and show answers")
     p.add_argument("--count", type=int, default=12, help="requests per round")
     p.set_defaults(func=cmd_demo)
+
+    _add_simulate(
+        sub.add_parser(
+            "simulate",
+            help="publish the config's devices in their real formats, replaying real data",
+        ),
+        with_config,
+    )
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(
         dest="models_command", required=True

@@ -75,7 +75,12 @@ class TlsConfig(_Strict):
 
 class ReconnectConfig(_Strict):
     min_delay_s: float = Field(0.5, gt=0, description="First reconnect delay.")
-    max_delay_s: float = Field(30.0, gt=0, description="Cap of the exponential backoff.")
+    max_delay_s: float = Field(
+        5.0,
+        gt=0,
+        description="Cap of the exponential backoff: after an outage of any length the agent "
+        "is back (and drains its outbox) within about this long of the broker's return.",
+    )
 
 
 class MqttConfig(_Strict):
@@ -130,6 +135,19 @@ class CloudConfig(_Strict):
         20, ge=0, description="Below this remaining deadline the cloud is not asked."
     )
     verify_tls: bool = Field(True, description="Verify the service's TLS certificate.")
+    retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Retries of a request that failed to connect or got 429/502/503/504, "
+        "within its deadline (inference is idempotent).",
+    )
+    backoff_base_ms: float = Field(
+        50.0, gt=0, description="Full-jitter backoff before retry n: uniform(0, base * 2^n)."
+    )
+    backoff_cap_ms: float = Field(
+        1000.0, gt=0, description="Cap of the retry backoff; a Retry-After header wins."
+    )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)  # type: ignore[arg-type]
 
     @field_validator("url")
@@ -181,9 +199,22 @@ class WorkersConfig(_Strict):
     count: int = Field(2, ge=1, le=64, description="Inference worker threads.")
     queue_size: int = Field(1024, ge=1, description="Requests waiting for a worker.")
     max_batch: int = Field(16, ge=1, le=256, description="Largest micro-batch per model.")
+    max_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="When requests queue up (a worker found more than one waiting), wait up "
+        "to this long for a fuller batch; an idle agent never waits.",
+    )
     stall_timeout_s: float = Field(
         30.0, gt=0, description="A worker busy on one batch this long is unhealthy: the "
         "systemd watchdog stops being petted, so systemd restarts the agent."
+    )
+    overload: Literal["reject", "cloud"] = Field(
+        "reject",
+        description="When the request queue is full: `reject` answers `ok: false`, code "
+        "`overloaded`; `cloud` sends the request to the cloud instead (if it has room and "
+        "its breaker is closed), answering `overloaded` only when that fails too.",
     )
 
 
@@ -213,10 +244,51 @@ class ScaleOutConfig(_Strict):
         "response topic); status, stats and errors stay under each agent's own id. "
         "Unset: the agent's own `<base_topic>/<id>/...` topics only.",
     )
+    session_expiry_s: int = Field(
+        0,
+        ge=0,
+        description="MQTT session expiry while in a group (instead of mqtt.session_expiry_s). "
+        "A broker keeps handing a disconnected member with a live session its share of "
+        "requests (mosquitto does), so a dead agent would swallow them: keep it short.",
+    )
 
 
 class StatsConfig(_Strict):
     interval_s: float = Field(60.0, gt=0, description="Period of the retained stats message.")
+
+
+class OutboxConfig(_Strict):
+    """Results the broker cannot take now wait here, on disk (docs/reliability.md)."""
+
+    enabled: bool = Field(True, description="Keep results on disk while the broker is away.")
+    durability: Literal["full", "normal"] = Field(
+        "full",
+        description="`full`: a stored result survives SIGKILL and power loss (fsync per "
+        "batch). `normal`: survives SIGKILL; a power cut may lose the last batches, whose "
+        "requests the broker then redelivers.",
+    )
+    max_messages: int = Field(100_000, ge=1, description="Most results kept.")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Most payload bytes kept.")
+    max_age_s: float = Field(86_400.0, gt=0, description="Older results are dropped.")
+    drop_policy: Literal["drop_oldest", "reject_new"] = Field(
+        "drop_oldest",
+        description="When full: drop the oldest results, or refuse new ones (their "
+        "requests stay unacknowledged, so the broker keeps them). Drops are counted in stats.",
+    )
+
+
+class DedupeConfig(_Strict):
+    """One answer per request id, even when QoS 1 redelivers (docs/reliability.md)."""
+
+    enabled: bool = Field(True, description="De-duplicate requests by task and id.")
+    max_entries: int = Field(20_000, ge=1, description="Answered ids remembered.")
+    window_s: float = Field(3600.0, gt=0, description="How long an answered id is remembered.")
+    persist: bool = Field(True, description="Keep the window on disk, across restarts.")
+    replay: bool = Field(
+        True,
+        description="A re-sent request (same id, not a broker redelivery) gets the stored "
+        "answer again instead of nothing.",
+    )
 
 
 class Config(_Strict):
@@ -236,6 +308,8 @@ class Config(_Strict):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)  # type: ignore[arg-type]
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
     stats: StatsConfig = Field(default_factory=StatsConfig)  # type: ignore[arg-type]
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)  # type: ignore[arg-type]
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)  # type: ignore[arg-type]
     scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)  # type: ignore[arg-type]
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     tasks: dict[str, TaskConfig] = Field(

@@ -54,6 +54,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
             rows.append((key, "section", "", field.description or ""))
             rows.extend(_rows(annotation, f"{key}."))
             continue
+        value = get_args(annotation)[-1] if get_origin(annotation) is dict else None
+        if isinstance(value, type) and issubclass(value, BaseModel):  # by name: `tasks.<name>.*`
+            rows.append((key, "map: name → section", _default(field), field.description or ""))
+            rows.extend(_rows(value, f"{key}.<name>."))
+            continue
         rows.append((key, _type_name(annotation), _default(field), field.description or ""))
     return rows
 

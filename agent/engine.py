@@ -24,9 +24,11 @@ import numpy.typing as npt
 
 from agent.cloud.client import CloudClient
 from agent.config import Config, TaskConfig
+from agent.dedupe import Dedupe
 from agent.errors import CloudError, InputError, ModelRuntimeError
 from agent.mqtt.client import Message
 from agent.mqtt.topics import Topics, safe_level
+from agent.outbox import OutMessage
 from agent.privacy import Privacy
 from agent.registry import LoadedModel, ModelSpec
 from agent.stats import Stats
@@ -83,6 +85,11 @@ class Job:
     meta: Any = None  # from Task.prepare, for Task.result
     answered: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Internal jobs (device windows, submit_internal): the answer goes here, not to MQTT.
+    on_answer: Callable[[dict[str, Any]], None] | None = None
+    key: str | None = None  # de-duplication key (task/id) once admitted (agent/dedupe.py)
+    answer: OutMessage | None = None  # what was published, remembered for replay
+    spilled: bool = False  # sent to the cloud because the queue was full
 
 
 __all__ = ["Engine", "TaskRuntime", "top_result"]
@@ -98,8 +105,10 @@ class Engine:
         tasks: dict[str, TaskRuntime],
         worker_models: list[dict[str, LoadedModel]],
         cloud: CloudClient | None,
+        dedupe: Dedupe[Message] | None = None,
     ) -> None:
         self._config = config
+        self._dedupe = dedupe
         self._topics = topics
         self._pub = publisher
         self._stats = stats
@@ -109,6 +118,7 @@ class Engine:
         self._qos = config.mqtt.qos
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=config.workers.queue_size)
         self._max_batch = config.workers.max_batch
+        self._max_wait = config.workers.max_wait_ms / 1000.0
         self._running = threading.Event()
         self._workers: list[threading.Thread] = []
         self._progress = [0.0 for _ in worker_models]
@@ -185,7 +195,40 @@ class Engine:
                 job.rid = read_request_id(loads(message.payload))
             except InputError:
                 job.rid = None
-            self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
+            if not self._spill(job):
+                self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
+
+    def submit_internal(
+        self,
+        task: str,
+        canonical: npt.NDArray[Any],
+        on_answer: Callable[[dict[str, Any]], None],
+        *,
+        rid: str,
+    ) -> bool:
+        """Queue one already-validated canonical sample of `task` (a device window) for the
+        workers. `on_answer` gets the answer payload (`ok` true or false) exactly once, on a
+        worker, cloud or timer thread. False, and no call, when the queue is full or the
+        engine is stopping or does not serve `task`."""
+        if not self._running.is_set() or task not in self._tasks:
+            return False
+        now = time.monotonic()
+        job = Job(
+            task=task,
+            message=Message(f"internal/{task}", b"", 0, False, 0),
+            received=now,
+            deadline=now + self._config.limits.default_deadline_ms / 1000.0,
+            rid=rid,
+            canonical=canonical,
+            on_answer=on_answer,
+        )
+        self._track(1)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self._track(-1)
+            return False
+        return True
 
     def replace_tasks(
         self, tasks: dict[str, TaskRuntime], worker_models: list[dict[str, LoadedModel]]
@@ -206,12 +249,7 @@ class Engine:
             except queue.Empty:
                 self._progress[index] = time.monotonic()
                 continue
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._batch(first)
             self._busy_since[index] = time.monotonic()
             try:
                 self._process(batch, self._worker_models[index])
@@ -223,7 +261,34 @@ class Engine:
                 self._busy_since[index] = 0.0
                 self._progress[index] = time.monotonic()
 
+    def _batch(self, first: Job) -> list[Job]:
+        """A micro-batch: what is queued now, up to `max_batch`. Only when requests were
+        already queueing (more than one waiting) wait up to `max_wait` for a fuller batch, so
+        an idle agent adds no latency."""
+        batch = [first]
+        get = self._queue.get_nowait
+        limit = self._max_batch
+        try:
+            while len(batch) < limit:
+                batch.append(get())
+        except queue.Empty:
+            pass
+        if len(batch) == 1 or len(batch) >= limit or self._max_wait <= 0:
+            return batch
+        end = time.monotonic() + self._max_wait
+        while len(batch) < limit:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
     def _prepare(self, job: Job) -> None:
+        if job.on_answer is not None:
+            return  # internal: validated and given its deadline by the caller
         limits = self._config.limits
         size = len(job.message.payload)
         if size > limits.max_payload_bytes:
@@ -249,6 +314,8 @@ class Engine:
                 self._prepare(job)
             except InputError as exc:
                 self._reject(job, exc)
+                continue
+            if job.on_answer is None and not self._admit(job):
                 continue
             if time.monotonic() >= job.deadline:
                 self._fail(job, "deadline_exceeded", "deadline passed before processing")
@@ -291,7 +358,9 @@ class Engine:
         if cloud_input is None:
             self._fallback(job, rt, probs, "privacy")
             return
-        budget_end = job.deadline - min(0.05, 0.1 * (job.deadline - job.received))
+        # Keep a margin for publishing the fallback and the broker's transit, so the requester
+        # has its answer by the deadline even on a loaded device.
+        budget_end = job.deadline - min(0.1, 0.2 * (job.deadline - job.received))
         if budget_end - time.monotonic() < self._config.cloud.min_budget_ms / 1000.0:
             self._fallback(job, rt, probs, "cloud_timeout")
             return
@@ -367,7 +436,9 @@ class Engine:
             self._cloud_done()
 
     def _fallback(self, job: Job, rt: TaskRuntime, probs: Probs | None, reason: str) -> None:
-        if probs is None:
+        if probs is None and job.spilled:
+            self._fail(job, "overloaded", f"agent overloaded and the cloud failed: {reason}")
+        elif probs is None:
             self._fail(job, "cloud_unavailable", f"no local model and the cloud failed: {reason}")
         else:
             self._answer_edge(job, rt, probs, degraded=reason)
@@ -445,7 +516,81 @@ class Engine:
 
     def _delivered(self, job: Job) -> None:
         self._pub.ack(job.message)
+        if job.key is not None and self._dedupe is not None:
+            for copy in self._dedupe.complete(job.key, job.answer):
+                self._pub.ack(copy)
         self._track(-1)
+
+    # ------------------------------------------------------------------ reliability
+
+    def _admit(self, job: Job) -> bool:
+        """De-duplicate by request id (agent/dedupe.py). False for a copy of a request
+        already taken: it is acknowledged (now, or with its original) and not answered
+        again, except that a re-sent request (no DUP flag) gets the stored answer replayed."""
+        if self._dedupe is None or job.rid is None:
+            return True
+        key = f"{job.task}/{job.rid}"
+        verdict = self._dedupe.begin(key, job.message)
+        if verdict == "new":
+            job.key = key
+            return True
+        self._track(-1)
+        answer = None
+        if verdict == "answered" and self._config.dedupe.replay and not job.message.dup:
+            answer = self._dedupe.answer_of(key)
+        if answer is None:
+            self._stats.inc("duplicates_dropped")
+            if verdict == "answered":
+                self._pub.ack(job.message)
+            return False
+        self._stats.inc("duplicates_replayed")
+        self._pub.publish(
+            answer.topic,
+            answer.payload,
+            qos=answer.qos,
+            correlation_data=answer.correlation_data,
+            on_delivered=partial(self._pub.ack, job.message),
+        )
+        return False
+
+    def _spill(self, job: Job) -> bool:
+        """The queue is full and `workers.overload` is `cloud`: send the request to the
+        cloud (validated on a cloud thread) if the cloud has room and its breaker is not
+        open. False: it cannot, answer `overloaded`."""
+        cloud = self._cloud
+        if self._config.workers.overload != "cloud" or cloud is None:
+            return False
+        if cloud.breaker.state == "open":
+            return False
+        with self._cloud_lock:
+            if self._cloud_pending >= self._config.cloud.queue_size:
+                return False
+            self._cloud_pending += 1  # a slot for the validation step
+        job.spilled = True
+        try:
+            self._cloud_pool.submit(self._run_spilled, job)
+        except RuntimeError:  # pool shut down
+            with self._cloud_lock:
+                self._cloud_pending -= 1
+            return False
+        self._stats.inc("spilled_to_cloud")
+        return True
+
+    def _run_spilled(self, job: Job) -> None:
+        with self._cloud_lock:
+            self._cloud_pending -= 1
+        try:
+            self._prepare(job)
+        except InputError as exc:
+            self._reject(job, exc)
+            return
+        if not self._admit(job):
+            return
+        rt = self._tasks[job.task]
+        if rt.cloud_model is None:
+            self._fail(job, "overloaded", "agent overloaded: request queue full")
+        else:
+            self._to_cloud(job, rt, None)
 
     def _reply(self, job: Job, payload: dict[str, Any], ack: bool = True) -> bool:
         with job.lock:
@@ -453,6 +598,14 @@ class Engine:
                 self._stats.inc("duplicates_suppressed")
                 return False
             job.answered = True
+        if job.on_answer is not None:
+            try:
+                job.on_answer(payload)
+            except Exception:
+                log.exception("internal answer handler failed")
+            finally:
+                self._track(-1)
+            return True
         message = job.message
         topic = self._topics.response(job.task)
         correlation = None
@@ -463,13 +616,23 @@ class Engine:
             else:
                 log.debug("ignoring invalid response topic %r", message.response_topic[:80])
         self._stats.inc("messages_out")
-        self._pub.publish(
+        body = dumps(payload)
+        if job.key is not None:
+            job.answer = OutMessage(topic, body, self._qos, False, correlation)
+        published = self._pub.publish(
             topic,
-            dumps(payload),
+            body,
             qos=self._qos,
             correlation_data=correlation,
             on_delivered=partial(self._delivered, job) if ack else None,
         )
+        if not published and ack:
+            # Refused (outbox full with `reject_new`): not acknowledged, so the broker keeps
+            # the request and redelivers it; a copy must then be processed again.
+            self._stats.inc("answers_refused")
+            if job.key is not None and self._dedupe is not None:
+                self._dedupe.abandon(job.key)
+            self._track(-1)
         return True
 
 

@@ -271,9 +271,7 @@ class FrameDiff:
         return float(changed) / self._area
 
 
-def encode_jpeg_limited(
-    rgb: npt.NDArray[np.uint8], max_bytes: int, max_side: int
-) -> bytes | None:
+def encode_jpeg_limited(rgb: npt.NDArray[np.uint8], max_bytes: int, max_side: int) -> bytes | None:
     """A JPEG of at most `max_bytes`: shrink to `max_side`, then lower the quality, then the
     size. None when even a tiny version does not fit."""
     image = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), dtype=np.uint8)

@@ -75,6 +75,7 @@ def download(url: str, target: Path, sha256: str, timeout_s: float = 60.0) -> in
             raise PullError(
                 f"{url}: sha256 mismatch: expected {sha256}, got {actual}; not installed"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a model file is not a secret
         os.replace(tmp, target)
         return size
     finally:

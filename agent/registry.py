@@ -40,6 +40,7 @@ class ModelEntry(_Loose):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     version: str = "0"
+    batchable: bool = True  # False: one sample per invoke (the batch axis is not resizable)
     card: str | None = None
     input: InputSpec
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -99,7 +100,7 @@ class ModelSpec:
             )
 
     def load(self, num_threads: int) -> LoadedModel:
-        return LoadedModel(self, TFLiteModel(self.path, num_threads))
+        return LoadedModel(self, TFLiteModel(self.path, num_threads, self.entry.batchable))
 
 
 @dataclass

@@ -4,7 +4,8 @@
 
 Writes models/<task>/{<task>_edge_int8.tflite, <task>_edge_float.tflite,
 <task>_cloud.tflite, testset.npz, report.json, CARD.md},
-docs/img/cascade_<task>.png and updates models/manifest.json.
+docs/img/cascade_<task>.png, updates models/manifest.json and regenerates
+docs/models.md from the report.json of every task in the manifest.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     task = importlib.import_module(f"training.{args.task}").TASK
     report = pipeline.run(task)
     artifacts.write_all(task, report, MODELS_ROOT, REPO_ROOT)
+    artifacts.write_models_doc(MODELS_ROOT, REPO_ROOT)
     t = report["test"]
     print(
         f"{task.name}: edge float {t['edge_float_accuracy']:.4f}  int8 {t['edge_int8_accuracy']:.4f}  "

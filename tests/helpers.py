@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ def agent_config(broker: Mosquitto, cloud_url: str | None, **env: str) -> Config
         "EDGE_AGENT_MQTT__HOST": broker.host,
         "EDGE_AGENT_MQTT__PORT": str(broker.port),
         "EDGE_AGENT_STATS__INTERVAL_S": "1",
+        # outbox and de-duplication state: private to the test, not ./state
+        "EDGE_AGENT_STATE_DIR": tempfile.mkdtemp(prefix="edge-agent-state-"),
     }
     if cloud_url is not None:
         environ["EDGE_AGENT_CLOUD__URL"] = cloud_url

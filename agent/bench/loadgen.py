@@ -9,9 +9,9 @@ receiver together offer far more than one Python process could. `both` does the 
 process; with `--window W` it is closed-loop (at most W requests unanswered), which keeps an
 agent saturated without building an unbounded backlog in the broker.
 
-Every role prints `READY` once connected, runs until the `--until` monotonic time (a
-receiver then waits until answers stop, at most `--drain` s) and writes one JSON result
-to `--out`.
+Every role prints `READY` once connected and runs until the `--until` monotonic time, or
+(`--duration`) waits for a `GO` line on stdin and runs that long from then; a receiver then
+waits until answers stop (at most `--drain` s). The JSON result goes to `--out`.
 """
 
 from __future__ import annotations
@@ -159,9 +159,9 @@ class Receiver:
                 code = str(error.get("code")) if isinstance(error, dict) else "?"
                 self.failures[code] = self.failures.get(code, 0) + 1
                 return
+            self.recv_times.append(now)
             if self.window_start_ns <= sent_ns < self.window_end_ns:
                 self.latency_ns.append(now - sent_ns)
-                self.recv_times.append(now)
 
     def run(self) -> dict[str, Any]:
         a = self.args
@@ -182,7 +182,7 @@ class Receiver:
             failures = dict(self.failures)
             answers, duplicates, unique = self.answers, self.duplicates, len(self.seen)
         window_s = (self.window_end_ns - self.window_start_ns) / 1e9
-        # Goodput: successful answers to requests sent in the window, over the window.
+        # Goodput: successful answers received in the window (whenever sent), over the window.
         in_time = int(((recv >= self.window_start_ns) & (recv < self.window_end_ns)).sum())
         return {
             "role": "recv",
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, default=0.0, help="monotonic start time")
     p.add_argument("--warmup", type=float, default=0.5, help="seconds excluded from figures")
     p.add_argument("--window-end", type=float, default=0.0, help="recv: end of measured sends")
-    p.add_argument("--until", type=float, required=True, help="monotonic time to stop")
+    p.add_argument("--until", type=float, default=0.0, help="monotonic time to stop")
+    p.add_argument("--duration", type=float, default=0.0, help="run this long after GO")
     p.add_argument("--out", required=True, help="where to write the JSON result")
     return p
 
@@ -250,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot connect to the broker: {exc}", file=sys.stderr)
         return 1
     print("READY", flush=True)
+    if not args.until:
+        if sys.stdin.readline().strip() != "GO":
+            return 1
+        args.start = time.monotonic()
+        args.until = args.start + args.duration
     result: dict[str, Any] = {}
     try:
         if receiver is not None:

@@ -28,14 +28,17 @@ from agent.tasks import TASKS
 
 
 class NaiveAgent:
-    def __init__(self, host: str, port: int, agent_id: str, models_dir: Path, qos: int) -> None:
+    def __init__(
+        self, host: str, port: int, agent_id: str, models_dir: Path, tasks: list[str], qos: int
+    ) -> None:
         self.root = f"edge-agent/{agent_id}"
         self.qos = qos
         self.limits = LimitsConfig()  # type: ignore[call-arg]
         registry = Registry(models_dir)
         self.models: dict[str, LoadedModel] = {}
-        for name in TASKS:
-            if name in registry.manifest.tasks and (spec := registry.task(name).edge):
+        for name in tasks:
+            spec = registry.task(name).edge
+            if spec is not None:
                 self.models[name] = spec.load(1)
         self.mqtt = MqttClient(
             MqttConfig.model_validate({"host": host, "port": port, "session_expiry_s": 0}),
@@ -68,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--id", required=True)
     p.add_argument("--models", required=True)
+    p.add_argument("--task", action="append", required=True, help="a task to serve")
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)
     args = p.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    agent = NaiveAgent(args.host, args.port, args.id, Path(args.models), args.qos)
+    agent = NaiveAgent(args.host, args.port, args.id, Path(args.models), args.task, args.qos)
     agent.mqtt.start()
     if not agent.mqtt.wait_connected(10):
         print("cannot connect to the broker", file=sys.stderr)

@@ -4,6 +4,8 @@ OpenVINO Model Server all speak it. The only module that imports httpx."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import random
 import threading
@@ -35,13 +37,21 @@ class CloudAnswer:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 class CloudClient:
@@ -63,6 +73,12 @@ class CloudClient:
             config.breaker.failure_threshold, config.breaker.reset_timeout_s
         )
         self.url = config.url
+        self._retries = config.retries
+        self._backoff_base = config.backoff_base_ms / 1000.0
+        self._backoff_cap = config.backoff_cap_ms / 1000.0
+        self._not_before = 0.0  # monotonic time a Retry-After asked us to wait for
+        self.retries_done = 0
+        self.throttled = 0
         self.failures = 0
         self.successes = 0
         self.privacy_refused = 0
@@ -88,8 +104,9 @@ class CloudClient:
         privacy: Privacy | None = None,
     ) -> CloudAnswer:
         """Run `batch` on the cloud model before `deadline` (time.monotonic()).
-        Retries once on connection errors and 429/5xx when the budget allows (inference is
-        idempotent), honouring Retry-After. Raises CloudError.
+        Retries (`cloud.retries`, full-jitter backoff) on connection errors and 429/5xx when
+        the budget allows (inference is idempotent). A Retry-After makes every request wait
+        (`cloud_throttled` until then). Raises CloudError.
 
         `kind` says what the batch carries and `privacy` is the policy of its source: data
         the policy does not allow is refused here, before anything is sent (agent/privacy.py).
@@ -116,6 +133,9 @@ class CloudClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise CloudError("cloud_timeout", "no time left for the cloud")
+            if time.monotonic() < self._not_before:
+                self.throttled += 1
+                raise CloudError("cloud_throttled", "the cloud asked to wait (Retry-After)")
             if not self.breaker.allow():
                 raise CloudError("breaker_open", "cloud circuit breaker is open")
             if not self._slots.acquire(timeout=remaining):
@@ -135,12 +155,19 @@ class CloudClient:
                 return answer
             finally:
                 self._slots.release()
+            if retry_after is not None:  # every request waits, not only this one
+                self._not_before = max(self._not_before, time.monotonic() + retry_after)
             attempt += 1
-            if attempt > 1 or error.code not in ("cloud_unreachable", "cloud_status"):
+            if attempt > self._retries or error.code not in ("cloud_unreachable", "cloud_status"):
                 raise error
-            wait = retry_after if retry_after is not None else random.uniform(0, 0.05)
+            if retry_after is not None:
+                wait = retry_after
+            else:  # full jitter: uniform(0, min(cap, base * 2^(attempt-1)))
+                ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+                wait = random.uniform(0, ceiling)
             if time.monotonic() + wait >= deadline - 0.005:
                 raise error
+            self.retries_done += 1
             time.sleep(wait)
 
     def _post(self, model: str, body: dict[str, Any], timeout_s: float) -> CloudAnswer:

@@ -55,13 +55,16 @@ def _check(
         taken.add(device.id)
         profile = profiles.get(device.profile)
         if profile is None:
-            problems.append(f"{at}.profile: unknown profile {device.profile!r}; known: {sorted(profiles)}")
+            problems.append(
+                f"{at}.profile: unknown profile {device.profile!r}; known: {sorted(profiles)}"
+            )
             continue
         channels = profile.channels | set(device.fields)
         for task in device.tasks:
             binding = BINDINGS.get(task)
             if binding is None:
-                problems.append(f"{at}.tasks: {task!r} cannot run on a device; device tasks: {sorted(BINDINGS)}")
+                known = sorted(BINDINGS)
+                problems.append(f"{at}.tasks: {task!r} cannot run on a device; known: {known}")
                 continue
             if task not in RULES and task not in served:
                 problems.append(

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 # Levels under `<base>/<id>/` that the agent already uses; a device of that id would collide.
-RESERVED_IDS = frozenset({"request", "response", "error", "status", "stats", "bridge"})
+RESERVED_IDS = frozenset(
+    {"request", "response", "error", "status", "stats", "bridge", "events", "camera"}
+)
 _FILTER_LEVEL = re.compile(r"^(\+|[^+#/\x00]+)$")
 
 

@@ -2,8 +2,8 @@
 windows, and say which windows are ready to run. Pure logic, one thread (the device hub's).
 
 Ordering, for readings that carry the device's own timestamp:
-- a message whose first timestamp equals the last one taken is a duplicate (a re-sent
-  state, a QoS 1 redelivery): dropped quietly;
+- a message whose first timestamp equals that of the last message taken is a duplicate
+  (a re-sent state, a QoS 1 redelivery): dropped quietly;
 - an older one is out of order: refused with `out_of_order` (an error message), unless it
   is the third in a row, which means the device's clock went back for good (reboot, NTP
   step): its windows then restart on the new clock.
@@ -14,6 +14,7 @@ A refused message changes nothing: every check runs before any window is touched
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,7 @@ class Job:
     device: str
     task: str
     source_topic: str
-    values: FloatArray | None  # [length, channels]; None for an image
-    image: str | None
+    values: FloatArray  # [length, channels]; an image task's canonical sample
     start: float
     end: float
     samples: int
@@ -50,8 +50,10 @@ class Device:
         profile: Profile,
         bindings: list[Binding],
         max_payload_bytes: int,
+        convert_image: Callable[[str, str], FloatArray] | None = None,
     ) -> None:
         self.config = config
+        self._convert_image = convert_image
         self.profile = profile
         self.bindings = bindings
         self.parser = Parser(profile, config.fields, max_payload_bytes)
@@ -66,6 +68,7 @@ class Device:
             if b.kind != "image"
         }
         self.last_ts: float | None = None  # the device's clock, last reading taken
+        self._last_first_ts: float | None = None  # first reading of the last message
         self._backwards = 0
         self._last_arrival = 0.0
         self.last_seen: float | None = None  # time.monotonic() of the last valid message
@@ -99,8 +102,9 @@ class Device:
             self.last_seen = time.monotonic()
             return []
         first = readings[0].ts
+        resync = False
         if first is not None and self.last_ts is not None and first <= self.last_ts:
-            if first == self.last_ts:
+            if first == self._last_first_ts:
                 self.duplicates += 1
                 self.last_seen = time.monotonic()
                 return []
@@ -110,26 +114,51 @@ class Device:
                     "out_of_order",
                     f"timestamp {first:.3f} is before the last reading's {self.last_ts:.3f}",
                 )
-            self.restart_windows()  # the device's clock went back for good
+            resync = True  # the device's clock went back for good
+        images = self._images(readings)  # may raise: before anything is kept
+        if resync:
+            self.restart_windows()
             self.last_ts = None
         self._backwards = 0
+        self._last_first_ts = first
         self.last_seen = time.monotonic()
         arrival = max(arrival, self._last_arrival)
         self._last_arrival = arrival
         jobs: list[Job] = []
-        for reading in readings:
-            jobs.extend(self._take(topic, reading, arrival))
+        for i, reading in enumerate(readings):
+            jobs.extend(self._take(topic, reading, arrival, images.get(i)))
             if reading.ts is not None:
                 self.last_ts = reading.ts
         return jobs
 
-    def _take(self, topic: str, reading: Reading, arrival: float) -> list[Job]:
+    def _images(self, readings: list[Reading]) -> dict[int, dict[str, FloatArray]]:
+        """Image readings decoded into each image task's canonical sample."""
+        out: dict[int, dict[str, FloatArray]] = {}
+        for i, reading in enumerate(readings):
+            if reading.image is None:
+                continue
+            for binding in self.bindings:
+                if binding.kind == "image":
+                    if self._convert_image is None:
+                        raise InputError("unknown_task", f"task {binding.task} is not served")
+                    decoded = self._convert_image(binding.task, reading.image)
+                    out.setdefault(i, {})[binding.task] = decoded
+        return out
+
+    def _take(
+        self,
+        topic: str,
+        reading: Reading,
+        arrival: float,
+        images: dict[str, FloatArray] | None,
+    ) -> list[Job]:
         jobs: list[Job] = []
         ts = reading.ts if reading.ts is not None else arrival
         for binding in self.bindings:
             if binding.kind == "image":
-                if reading.image is not None:
-                    jobs.append(Job(self.id, binding.task, topic, None, reading.image, ts, ts, 1))
+                if images and binding.task in images:
+                    canonical = images[binding.task]
+                    jobs.append(Job(self.id, binding.task, topic, canonical, ts, ts, 1))
                 continue
             if not all(c in reading.values for c in binding.channels):
                 continue
@@ -142,7 +171,6 @@ class Device:
                         binding.task,
                         topic,
                         ready.values,
-                        None,
                         ready.start,
                         ready.end,
                         ready.values.shape[0],

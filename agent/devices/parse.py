@@ -92,9 +92,11 @@ class Parser:
             else:
                 fields[channel] = base.model_copy(update={"names": [source]})
         self._fields = fields
-        self._by_name = {
-            name: channel for channel, spec in fields.items() for name in spec.names
-        }
+        self._by_name = {name: channel for channel, spec in fields.items() for name in spec.names}
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
 
     def parse(self, topic: str, payload: bytes) -> list[Reading]:
         if len(payload) > self._max_bytes:

@@ -6,6 +6,7 @@ timestamps and how often it reports. Loaded and checked strictly; the parser
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,8 +115,13 @@ class Profile(_Strict):
 
 
 def default_profiles_dir() -> Path:
-    """`devices/profiles` of the source tree (or of an install that ships it beside `agent/`)."""
-    return Path(__file__).resolve().parents[2] / "devices" / "profiles"
+    """`devices/profiles` of the source tree, else beside the virtualenv (an install in
+    /opt/edge-agent/venv looks in /opt/edge-agent/devices/profiles)."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "devices" / "profiles",
+        Path(sys.prefix).parent / "devices" / "profiles",
+    ]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def load_profiles(directory: Path) -> dict[str, Profile]:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,6 +131,8 @@ def agent_env(
             "EDGE_AGENT_ID": agent_id,
             "EDGE_AGENT_MQTT__HOST": "127.0.0.1",
             "EDGE_AGENT_MQTT__PORT": str(broker_port),
+            # a fresh outbox/de-duplication state unless `extra` names one to keep
+            "EDGE_AGENT_STATE_DIR": tempfile.mkdtemp(prefix="edge-agent-state-"),
         }
     )
     if cloud_url is not None:

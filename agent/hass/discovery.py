@@ -32,10 +32,26 @@ ATTRIBUTES_TPL = (
     "'model': value_json.model, 'top': value_json.result.top, "
     "'window_end': value_json.ts} | tojson }}"
 )
-# (key, name, template, icon, state_class, device_class, unit)
+# (key, name, stats field, icon, state_class, device_class, unit)
 _STATS: tuple[tuple[str, str, str, str, str | None, str | None, str | None], ...] = (
-    ("messages_in", "Messages in", "messages_in", "mdi:message-arrow-left", "total_increasing", None, None),
-    ("messages_out", "Messages out", "messages_out", "mdi:message-arrow-right", "total_increasing", None, None),
+    (
+        "messages_in",
+        "Messages in",
+        "messages_in",
+        "mdi:message-arrow-left",
+        "total_increasing",
+        None,
+        None,
+    ),
+    (
+        "messages_out",
+        "Messages out",
+        "messages_out",
+        "mdi:message-arrow-right",
+        "total_increasing",
+        None,
+        None,
+    ),
     ("errors", "Errors", "errors", "mdi:alert-circle-outline", "total_increasing", None, None),
     ("queue_depth", "Queue depth", "queue_depth", "mdi:tray-full", "measurement", None, None),
     ("inflight", "In flight", "inflight", "mdi:progress-clock", "measurement", None, None),
@@ -61,11 +77,13 @@ class NodeConfig:
 
 
 def agent_node_id(agent_id: str) -> str:
-    return f"edge-agent_{agent_id}"
+    """The agent's device in Home Assistant; the cameras' entities (agent/vision/
+    homeassistant.py) name the same identifier, so they all land on one device."""
+    return f"edge_agent_{agent_id}"
 
 
 def device_node_id(agent_id: str, device_id: str) -> str:
-    return f"edge-agent_{agent_id}_{device_id}"
+    return f"edge_agent_{agent_id}_{device_id}"
 
 
 def config_topic(prefix: str, node: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import MqttAuthError, MqttError
+from agent.outbox import Outbox, OutMessage, Relay, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class Message:
     mid: int
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    dup: bool = False  # a redelivery by the broker (QoS 1 DUP flag)
+    generation: int = 0  # the connection it arrived on: acks go only to that one
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ class Backoff:
         self.attempt = 0
 
 
+_PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
 class _BufferedClient(paho.Client):
     """paho's client with buffered socket reads.
 
@@ -82,7 +90,8 @@ class _BufferedClient(paho.Client):
     `select()` per loop; under load most of the network thread's time went there. Here one
     `recv()` of up to 64 KiB serves many packets, and `loop_read()` keeps parsing while the
     buffer holds data (which `select()` cannot see). Overrides paho 2.x internals
-    (`_sock_recv`, `loop_read`); paho is pinned below 3.
+    (`_sock_recv`, `loop_read`, `_handle_pubackcomp`); paho is pinned below 3 and
+    tests/test_agent_mqtt.py runs them against a real broker.
     """
 
     _rbuf = b""
@@ -101,6 +110,50 @@ class _BufferedClient(paho.Client):
         end = min(len(buf), pos + bufsize)
         self._rpos = end
         return buf[pos:end]
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        # The common PUBACK (success, no properties) without paho's per-packet ReasonCode
+        # and Properties objects: a tenth of the network thread's time under load.
+        packet = self._in_packet["packet"]
+        if cmd == "PUBACK" and (len(packet) == 2 or not any(packet[2:4])) and len(packet) <= 4:
+            mid = (packet[0] << 8) | packet[1]
+            with self._out_message_mutex:
+                if mid in self._out_messages:
+                    return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._handle_pubackcomp(cmd)
+
+    # (topic, payload, qos, retain, mid, dup) for PUBLISH packets without properties
+    fast_handler: Callable[[str, bytes, int, bool, int, bool], None] | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        # Requests carry no MQTT 5 properties unless they name a response topic: decode those
+        # here instead of through paho's PublishPacket, Properties and MQTTMessage objects
+        # and its callback matcher (a quarter of the network thread under load).
+        handler = self.fast_handler
+        header = self._in_packet["command"]
+        packet = self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if handler is None or qos == 2 or len(packet) < 3:
+            return super()._handle_publish()
+        end = 2 + ((packet[0] << 8) | packet[1])
+        mid = 0
+        if qos:
+            mid = (packet[end] << 8) | packet[end + 1]
+            end += 2
+        if self._protocol == paho.MQTTv5:
+            if end >= len(packet) or packet[end] != 0:  # properties present: paho's path
+                return super()._handle_publish()
+            end += 1
+        try:
+            topic = bytes(packet[2 : 2 + ((packet[0] << 8) | packet[1])]).decode("utf-8")
+        except UnicodeDecodeError:
+            return super()._handle_publish()
+        with self._in_callback_mutex:
+            handler(topic, bytes(packet[end:]), qos, bool(header & 0x01), mid, bool(header & 0x08))
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
@@ -126,12 +179,15 @@ class MqttClient:
         password: str | None = None,
         manual_ack: bool = True,
         max_inflight: int = 100,
+        outbox: Outbox | None = None,
+        receive_maximum: int | None = None,
     ) -> None:
         self._config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_connected = on_connected
         self._v5 = config.protocol == "5"
+        self._receive_maximum = receive_maximum
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,6 +197,13 @@ class MqttClient:
         self._backoff = Backoff(config.reconnect.min_delay_s, config.reconnect.max_delay_s)
         self.fatal: MqttError | None = None
         self.connections = 0
+        self._generation = 0
+        self._new_connection = False
+        self.stale_acks = 0  # acks not sent: their message came on an earlier connection
+        self.dropped_offline = 0  # QoS 0 / retained messages paho could not take offline
+        # Non-retained publishes go through the outbox while the link is down (agent/outbox.py).
+        window = max_inflight or 256  # stored results in flight while draining
+        self._relay = None if outbox is None else Relay(outbox, self._send_now, window=window)
 
         self._client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
@@ -168,7 +231,12 @@ class MqttClient:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.fast_handler = self._dispatch
         self._client.on_publish = self._handle_publish
+        # With our own loop() paho writes to the socket from whichever thread publishes,
+        # racing the network thread (interleaved packets). A register-write hook makes it
+        # queue and wake the network thread instead (paho.mqtt.python PR #374).
+        self._client.on_socket_register_write = _write_on_network_thread
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +245,8 @@ class MqttClient:
         return self._connected.is_set()
 
     def start(self) -> None:
+        if self._relay is not None:
+            self._relay.start()
         self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
         self._thread.start()
 
@@ -195,6 +265,8 @@ class MqttClient:
         self._client.disconnect()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._relay is not None:
+            self._relay.stop()
 
     def alive(self) -> bool:
         """The network thread is running (for the health check)."""
@@ -223,7 +295,16 @@ class MqttClient:
                 except (OSError, ssl.SSLError) as exc:
                     log.warning("MQTT connection error: %s", _describe(exc))
                     break
+                except Exception:  # never let a bug end the network thread: reconnect
+                    log.exception("MQTT network loop failed; reconnecting")
+                    break
+                if self._new_connection:  # the CONNACK and paho's resends are processed
+                    self._new_connection = False
+                    if self._relay is not None:
+                        self._relay.link(True)
             self._connected.clear()
+            if self._relay is not None:
+                self._relay.link(False)
             if self.fatal is not None or self._stop.is_set():
                 break
             delay = self._backoff.next()
@@ -236,6 +317,8 @@ class MqttClient:
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = cfg.session_expiry_s
+            if self._receive_maximum:  # backpressure: the broker holds the rest for us
+                props.ReceiveMaximum = min(65535, self._receive_maximum)
             self._client.connect(
                 cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
             )
@@ -261,6 +344,14 @@ class MqttClient:
             return
         self._backoff.reset()
         self.connections += 1
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # paho leaves Nagle on: small answers would wait
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                log.debug("cannot set TCP_NODELAY: %s", exc)
+        self._generation += 1
+        self._new_connection = True
         session = bool(getattr(flags, "session_present", False))
         log.info(
             "connected to MQTT broker %s:%d (session present: %s)",
@@ -281,6 +372,8 @@ class MqttClient:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         self._connected.clear()
+        if self._relay is not None:
+            self._relay.link(False)
         if not self._stop.is_set():
             log.warning("disconnected from MQTT broker: %s", reason)
 
@@ -291,19 +384,43 @@ class MqttClient:
         if props is not None:
             response_topic = getattr(props, "ResponseTopic", None)
             correlation = getattr(props, "CorrelationData", None)
+        self._dispatch(
+            msg.topic,
+            bytes(msg.payload),
+            msg.qos,
+            bool(msg.retain),
+            msg.mid,
+            bool(msg.dup),
+            response_topic,
+            correlation,
+        )
+
+    def _dispatch(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        mid: int,
+        dup: bool,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> None:
         message = Message(
-            topic=msg.topic,
-            payload=bytes(msg.payload),
-            qos=msg.qos,
-            retain=bool(msg.retain),
-            mid=msg.mid,
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=retain,
+            mid=mid,
             response_topic=response_topic,
             correlation_data=correlation,
+            dup=dup,
+            generation=self._generation,
         )
         try:
             self._on_message(message)
         except Exception:
-            log.exception("message handler failed for %s", msg.topic)
+            log.exception("message handler failed for %s", topic)
 
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
@@ -332,35 +449,75 @@ class MqttClient:
         correlation_data: bytes | None = None,
         on_delivered: Callable[[], None] | None = None,
     ) -> bool:
-        """Queue a message; `on_delivered` runs on the network thread once the broker has it
-        (PUBACK for QoS 1, written for QoS 0). Returns False if paho refused it outright."""
+        """Queue a message; `on_delivered` runs once the broker has it (PUBACK for QoS 1,
+        written for QoS 0) or, while the link is down, once it is stored in the outbox.
+        Returns False if it was refused outright (invalid topic, outbox full)."""
+        message = OutMessage(topic, payload, qos, retain, correlation_data)
+        if self._relay is not None and not retain:  # retained state is re-published anyway
+            return self._relay.publish(message, on_delivered)
+        result = self._send_now(message, on_delivered or _nothing)
+        if result == "offline":
+            self.dropped_offline += 1
+        return result != "refused"
+
+    def _send_now(self, message: OutMessage, on_delivered: Callable[[], None]) -> SendResult:
         properties = None
-        if correlation_data is not None and self._v5:
+        if message.correlation_data is not None and self._v5:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation_data
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            properties.CorrelationData = message.correlation_data
+        try:
+            info = self._client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                properties=properties,
+            )
+        except ValueError as exc:  # invalid topic (wildcards, bad UTF-8) or payload size
+            log.warning("publish to %r refused: %s", message.topic[:80], exc)
+            return "refused"
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and message.qos == 0:
+            return "offline"  # paho keeps QoS 1 for the reconnect, but drops QoS 0
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            log.warning("publish to %s refused: %s", topic, paho.error_string(info.rc))
-            return False
-        if on_delivered is not None:
-            with self._delivered_lock:
-                early = info.mid in self._early_deliveries
-                if early:
-                    self._early_deliveries.discard(info.mid)
-                else:
-                    self._delivery_callbacks[info.mid] = on_delivered
+            log.warning("publish to %s refused: %s", message.topic, paho.error_string(info.rc))
+            return "refused"
+        # Always register (a no-op at worst): an unclaimed early PUBACK would otherwise stay
+        # in `_early_deliveries` and fire a later publish's callback once mids wrap around.
+        with self._delivered_lock:
+            early = info.mid in self._early_deliveries
             if early:
-                on_delivered()
-        return True
+                self._early_deliveries.discard(info.mid)
+            else:
+                self._delivery_callbacks[info.mid] = on_delivered
+        if early:
+            on_delivered()
+        return "sent"
+
+    def outbox_backlog(self) -> int:
+        return self._relay.backlog if self._relay is not None else 0
 
     def ack(self, message: Message) -> None:
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)
+        if message.qos == 0:
+            return
+        if message.generation != self._generation or not self.connected:
+            # Its connection is gone: the broker redelivers it on this one (DUP), and that
+            # copy is acknowledged instead. An ack by mid here could hit another message.
+            self.stale_acks += 1
+            return
+        self._client.ack(message.mid, message.qos)
 
     def subscribe(self, topic: str, qos: int) -> None:
         self._subscriptions.append((topic, qos))
         if self.connected:
             self._client.subscribe(topic, qos)
+
+
+def _write_on_network_thread(client: paho.Client, userdata: Any, sock: Any) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from agent.tasks.base import FloatArray
 
@@ -21,7 +22,51 @@ def identity(x: FloatArray) -> FloatArray:
     return x
 
 
+def _znorm(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Per-row z-normalisation (population std, floored at 1e-6)."""
+    mean = x.mean(axis=1, keepdims=True)
+    std = np.maximum(x.std(axis=1, keepdims=True), 1e-6)
+    return np.asarray((x - mean) / std, dtype=np.float64)
+
+
+def _signed_log(v: npt.NDArray[np.float64]) -> FloatArray:
+    return np.asarray(np.sign(v) * np.log1p(np.abs(v)), dtype=np.float32)
+
+
+def _picks(v: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
+    """n order statistics per row: sort(v)[round(linspace(0, len - 1, n))]."""
+    idx = np.round(np.linspace(0.0, v.shape[1] - 1.0, n)).astype(np.int64)
+    return np.sort(v, axis=1)[:, idx]
+
+
+def appliance_quantiles(x: FloatArray) -> FloatArray:
+    """[N, 1460] power traces -> [N, 96]: signed-log order statistics (32 each) of the
+    z-normalised trace, of its absolute first difference and of its first difference."""
+    z = _znorm(x.reshape(x.shape[0], -1).astype(np.float64))
+    d = np.diff(z, axis=1)
+    return _signed_log(np.concatenate([_picks(z, 32), _picks(np.abs(d), 32), _picks(d, 32)], 1))
+
+
+def appliance_znorm(x: FloatArray) -> FloatArray:
+    """[N, 1460] power traces -> [N, 1460] z-normalised per trace."""
+    return np.asarray(_znorm(x.reshape(x.shape[0], -1).astype(np.float64)), dtype=np.float32)
+
+
+def activity_stats(x: FloatArray) -> FloatArray:
+    """[N, 100, 6] -> [N, 30]: per channel mean, std, min, max, mean |first difference|
+    (channel-major), signed log."""
+    a = x.reshape(x.shape[0], 100, 6).astype(np.float64)
+    stats = np.stack(
+        [a.mean(1), a.std(1), a.min(1), a.max(1), np.abs(np.diff(a, axis=1)).mean(1)], axis=2
+    )
+    return _signed_log(stats.reshape(a.shape[0], -1))
+
+
 FEATURES: dict[str, Feature] = {
     "identity": identity,
     "digits_scaled": digits_scaled,
+    "appliance_quantiles": appliance_quantiles,
+    "appliance_znorm": appliance_znorm,
+    "activity_stats": activity_stats,
+    "activity_raw": identity,
 }

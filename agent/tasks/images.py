@@ -5,6 +5,7 @@ pretrained models take uint8 input, so no float conversion happens)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from agent.registry import Registry, TaskModels
 
 
-def search_dirs(config: Config) -> list[Any]:
+def search_dirs(config: Config) -> list[Path]:
     return [config.models.dir, *config.models.extra_dirs]
 
 

@@ -47,6 +47,7 @@ class CatalogModel:
     version: str
     description: str
     labels: CatalogFile | None = None
+    batchable: bool = True  # MoveNet: no (fixed GATHER_ND indices fail on a batch > 1)
 
     @property
     def files(self) -> tuple[CatalogFile, ...]:
@@ -70,6 +71,7 @@ CATALOG: dict[str, CatalogModel] = {
             input_size=(192, 192),
             version="lightning-ptq",
             description="MoveNet single-pose lightning, int8 PTQ: 17 keypoints (y, x, score)",
+            batchable=False,
         ),
         CatalogModel(
             name="mobilenet-v2",
@@ -173,6 +175,7 @@ def task_models(
         file=model.file.file,
         sha256=model.file.sha256,
         version=model.version,
+        batchable=model.batchable,
         input=InputSpec(shape=[height, width, 3], dtype="uint8"),
         output=OutputSpec(kind="keypoints" if model.task == "pose" else "probabilities"),
     )

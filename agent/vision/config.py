@@ -118,7 +118,11 @@ class PersonEventsConfig(_Strict):
 class RepsConfig(_Strict):
     enabled: bool = Field(False, description="Count squats (PE lessons) from the pose.")
     down_angle: float = Field(
-        110.0, gt=0, lt=180, description="Knee angle (degrees) at or below which a squat is down."
+        120.0,
+        gt=0,
+        lt=180,
+        description="Knee angle (degrees) at or below which a squat is down (the shared "
+        "squat.bmp, a school-PE squat, measures 115).",
     )
     up_angle: float = Field(
         155.0, gt=0, le=180, description="Knee angle at or above which the person stands again."
@@ -131,7 +135,7 @@ class FallConfig(_Strict):
     drop: float = Field(
         0.2, gt=0, le=1, description="Drop of the torso centre (share of the image height)."
     )
-    window_s: float = Field(2.0, gt=0, description="...within this many seconds.")
+    window_s: float = Field(2.0, gt=0, description="The time the drop must happen within.")
     horizontal_s: float = Field(
         2.0, ge=0, description="The body must then stay horizontal this long."
     )
@@ -142,7 +146,7 @@ class CameraConfig(_Strict):
     source: SourceConfig
     tasks: list[VisionTask] = Field(
         default_factory=lambda: list[VisionTask](["person"]),
-        description="Tasks run on each analysed frame (results on camera/<name>/<task>).",
+        description="Tasks run on each analysed frame (results on camera/<name>/result/<task>).",
     )
     privacy: Privacy = Field(
         "never",
@@ -157,11 +161,6 @@ class CameraConfig(_Strict):
     person: PersonEventsConfig = Field(default_factory=PersonEventsConfig)  # type: ignore[arg-type]
     reps: RepsConfig = Field(default_factory=RepsConfig)  # type: ignore[arg-type]
     fall: FallConfig = Field(default_factory=FallConfig)  # type: ignore[arg-type]
-
-
-class HomeAssistantConfig(_Strict):
-    enabled: bool = Field(False, description="Announce camera entities to Home Assistant.")
-    prefix: str = Field("homeassistant", min_length=1, description="MQTT discovery prefix.")
 
 
 class VisionConfig(_Strict):
@@ -181,7 +180,4 @@ class VisionConfig(_Strict):
         "stretch",
         description="How a frame becomes MoveNet's square input: `stretch` (what the "
         "reference output was made with) or `letterbox` (keeps the aspect of wide frames).",
-    )
-    homeassistant: HomeAssistantConfig = Field(
-        default_factory=HomeAssistantConfig  # type: ignore[arg-type]
     )

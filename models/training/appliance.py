@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import numpy.typing as npt
 from keras import layers
+from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
@@ -46,7 +49,10 @@ def _crop_augment(traces: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> 
     return np.stack(feats), np.array(labels, np.int64)
 
 
-def _edge_model(train_feats: npt.NDArray[np.float32]) -> keras.Model:
+EDGE_VARIANT = os.environ.get("APPLIANCE_EDGE", "ens3")
+
+
+def _mlp(train_feats: npt.NDArray[np.float32], name: str) -> keras.Model:
     norm = layers.Normalization(name="standardize")
     norm.adapt(train_feats)
     inp = keras.Input((train_feats.shape[1],), name="features")
@@ -56,16 +62,27 @@ def _edge_model(train_feats: npt.NDArray[np.float32]) -> keras.Model:
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
     out = layers.Dense(10, activation="softmax", name="proba")(x)
-    return keras.Model(inp, out, name="appliance_edge")
+    return keras.Model(inp, out, name=name)
 
 
 def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], traces: npt.NDArray[np.float32]) -> keras.Model:
     xa, ya = _crop_augment(traces, y)
     xa, ya = np.concatenate([x, xa]), np.concatenate([y, ya])
-    model = _edge_model(xa)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(xa, ya, epochs=60, batch_size=64, shuffle=True, verbose=2)
-    return model
+    target = np.eye(10, dtype=np.float32)[ya]
+    if EDGE_VARIANT == "distill":
+        teacher = ExtraTreesClassifier(500, random_state=0).fit(x, y)
+        target = 0.5 * target + 0.5 * teacher.predict_proba(xa).astype(np.float32)
+    n_members = 3 if EDGE_VARIANT == "ens3" else 1
+    members = []
+    for i in range(n_members):
+        model = _mlp(xa, f"member{i}")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+        model.fit(xa, target, epochs=60, batch_size=64, shuffle=True, verbose=2)
+        members.append(model)
+    if n_members == 1:
+        return members[0]
+    inp = keras.Input((x.shape[1],), name="features")
+    return keras.Model(inp, layers.Average(name="proba")([m(inp) for m in members]), name="appliance_edge")
 
 
 def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], traces: npt.NDArray[np.float32]) -> keras.Model:
@@ -79,9 +96,10 @@ def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], traces: npt.
     f = np.concatenate([extractor.predict(x[i : i + 10], verbose=0) for i in range(0, len(x), 10)])
     scaler = StandardScaler().fit(f)
     clf = LogisticRegressionCV(
-        Cs=[0.01, 0.1, 1.0], cv=StratifiedKFold(5, shuffle=True, random_state=0), max_iter=5000
+        Cs=[0.01, 0.1, 1.0], cv=StratifiedKFold(5, shuffle=True, random_state=0), max_iter=5000,
+        l1_ratios=(0.0,), scoring="accuracy", use_legacy_attributes=False,
     ).fit(scaler.transform(f), y)
-    print(f"cloud: {f.shape[1]} MiniRocket features, logistic regression C={clf.C_[0]}")
+    print(f"cloud: {f.shape[1]} MiniRocket features, logistic regression C={clf.C_}")
     # fold the standardisation into the linear layer: softmax(((f - m) / s) W + b)
     w = (clf.coef_ / scaler.scale_).T.astype(np.float32)
     b = (clf.intercept_ - (scaler.mean_ / scaler.scale_) @ clf.coef_.T).astype(np.float32)

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -52,9 +53,25 @@ def _train_models(
     edge = task.edge.fit(fe, y, raw)
     edge_float = to_float_tflite(edge)
     edge_int8 = to_int8_tflite(edge, fe)
+    return Trained(edge_int8, edge_float, _cloud_tflite(task, fc, y, raw))
+
+
+def _cloud_tflite(task: Task, fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> bytes:
+    """Train and convert the cloud model.  For iterating on the edge model only,
+    TRAIN_CLOUD_CACHE=<dir> reuses cloud models trained earlier on the same
+    samples (keyed by the training data; never set it for a release build)."""
+    cache_dir = os.environ.get("TRAIN_CLOUD_CACHE")
+    key = hashlib.sha256(fc.tobytes() + y.tobytes()).hexdigest()[:16]
+    cached = Path(cache_dir) / f"{task.name}-{key}.tflite" if cache_dir else None
+    if cached is not None and cached.exists():
+        log.warning("%s: reusing cached cloud model %s", task.name, cached)
+        return cached.read_bytes()
     log.info("%s: training cloud model on %d samples", task.name, len(y))
-    cloud = task.cloud.fit(fc, y, raw)
-    return Trained(edge_int8, edge_float, to_float_tflite(cloud))
+    blob = to_float_tflite(task.cloud.fit(fc, y, raw))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(blob)
+    return blob
 
 
 def _calibration_folds(task: Task, y: npt.NDArray[np.int64]) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:

@@ -1,0 +1,1 @@
+"""Home Assistant MQTT discovery: configs, re-announcement and stale-entity removal."""

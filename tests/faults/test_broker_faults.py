@@ -1,0 +1,143 @@
+"""The broker goes away: restarted (SIGTERM, SIGKILL) under load, or stopped for a long
+outage while the agent still has results to send (also with the agent SIGKILLed meanwhile).
+
+The test broker runs with persistence on: a SIGTERM restart keeps sessions and queued QoS 1
+messages. A SIGKILL loses what mosquitto had not saved yet (out of scope: a broker that
+loses its own persistence); there the requester re-sends unanswered requests with the same
+id, and the agent's de-duplication answers each exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.devtools.broker import Mosquitto
+from tests.faults.harness import (
+    AgentProcess,
+    FaultyCloud,
+    LoadClient,
+    background,
+    report,
+    size,
+)
+
+
+def _started(agent: AgentProcess, client: LoadClient, timeout: float = 30.0) -> None:
+    since = time.monotonic()
+    agent.start()
+    assert client.wait_status(b"online", since, timeout), agent.output()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_broker_restarted_under_load(tmp_path: Path, cloud_url: str, sig: signal.Signals) -> None:
+    rate = size(150, 500)
+    restarts = int(size(3, 10))
+    gap = size(2.0, 2.5)
+    duration = restarts * gap + 2.0
+    with Mosquitto() as broker:
+        if sig == signal.SIGKILL:  # save often, so a kill loses at most ~1 s of state
+            broker.config_path.write_text(
+                broker.config_path.read_text() + "autosave_interval 1\n", encoding="utf-8"
+            )
+            broker.restart()
+        agent = AgentProcess(broker.port, cloud_url, tmp_path)
+        with LoadClient(broker.host, broker.port, agent.agent_id) as client:
+            _started(agent, client)
+            try:
+
+                def faults() -> None:
+                    for _ in range(restarts):
+                        time.sleep(gap * random.uniform(0.6, 1.0))
+                        broker.restart(sig)
+
+                with background(faults):
+                    sender, ids = client.stream(rate, duration)
+                    sender.join()
+                resent = 0
+                if sig == signal.SIGKILL:
+                    # The broker acknowledged some requests (or answers) and died before
+                    # saving them. A requester re-sends what got no answer, with the same id.
+                    for _ in range(5):
+                        if client.wait_answered(ids, 10):
+                            break
+                        for rid in [i for i in ids if i not in client.answers]:
+                            client.send(rid=rid)
+                            resent += 1
+                client.wait_answered(ids, 30)
+                figures = report(
+                    client.figures(
+                        f"broker {sig.name} x{restarts} @ {rate:.0f} req/s",
+                        ids,
+                        resent_by_requester=resent,
+                    )
+                )
+                assert figures.lost == 0, agent.output()
+                assert agent.alive()
+                answers = client.first_answers(ids)
+                assert all(a["ok"] for a in answers)
+            finally:
+                agent.stop()
+
+
+@pytest.mark.parametrize("kill_agent", [False, True], ids=["agent-up", "agent-sigkilled"])
+def test_broker_outage_results_delivered_in_order(
+    tmp_path: Path, cloud_url: str, kill_agent: bool
+) -> None:
+    """Requests in flight when the broker stops: their results are produced during the
+    outage (a slow cloud, one request at a time, so in a known order), wait in the outbox,
+    and arrive in order within 10 s of the broker's return."""
+    outage = size(6.0, 60.0)
+    count = int(size(30, 100))
+    delay = (outage * 0.7) / count
+    with Mosquitto() as broker, FaultyCloud(cloud_url) as cloud:
+        cloud.mode, cloud.delay_s = "slow", delay
+        agent = AgentProcess(
+            broker.port,
+            cloud.url,
+            tmp_path,
+            env={"EDGE_AGENT_CLOUD__MAX_CONCURRENCY": "1", "EDGE_AGENT_CLOUD__RETRIES": "0"},
+        )
+        with LoadClient(broker.host, broker.port, agent.agent_id) as client:
+            _started(agent, client)
+            try:
+                ids = [client.send(route="cloud", deadline_ms=60_000) for _ in range(count)]
+                time.sleep(0.5)  # the broker hands them all to the agent (< its 100 in flight)
+                stopped = time.monotonic()
+                broker.stop()
+                end = stopped + outage
+                while time.monotonic() < end and len(agent.outbox_rows()) < count - 5:
+                    time.sleep(0.2)
+                if kill_agent:
+                    agent.kill()
+                    agent.start()  # no broker: it waits, with the outbox on disk
+                time.sleep(max(0.0, end - time.monotonic()))
+                stored = [orjson.loads(p)["id"] for p in agent.outbox_rows()]
+                broker.start()
+                back = time.monotonic()
+                assert client.wait_answered(ids, 30), agent.output()
+                last = max(client.answers[i][0][0] for i in ids)
+                in_order = [i for i in client.arrival if i in set(stored)] == stored
+                figures = report(
+                    client.figures(
+                        f"broker stopped {outage:.0f}s"
+                        + (", agent SIGKILLed in the outage" if kill_agent else ""),
+                        ids,
+                        stored_in_outbox=len(stored),
+                        delivered_s_after_return=round(last - back, 2),
+                        in_order=in_order,
+                    )
+                )
+                assert figures.lost == 0
+                assert len(stored) >= count - 10, "results were produced during the outage"
+                assert in_order, "stored results arrive in the order they were stored"
+                assert last - back <= 10.0
+                if not kill_agent:
+                    assert figures.duplicated == 0
+            finally:
+                agent.stop()
