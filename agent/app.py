@@ -112,6 +112,7 @@ class Agent:
         self.config = config
         self.config_path = config_path
         self._reload_requested = threading.Event()
+        self._reload_lock = threading.Lock()
         self.topics = Topics(config.base_topic, config.id, config.scale_out.group)
         self._request_prefix = self.topics.request("")
         self.stats = Stats()
@@ -216,10 +217,21 @@ class Agent:
             mqtt_connected=self.mqtt.connected,
             cloud_breaker=breaker,
             **({"cameras": self.cameras.snapshot()} if self.cameras is not None else {}),
+            delivery=self.delivery_stats(),
+        )
+
+    def delivery_stats(self) -> dict[str, object]:
+        """Outbox, de-duplication and drop counters (docs/reliability.md)."""
+        counters = self.stats.counters
+        names = ("duplicates_dropped", "duplicates_replayed", "spilled_to_cloud")
+        return {
+            **{name: counters[name] for name in (*names, "answers_refused")},
+            "stale_acks": self.mqtt.stale_acks,
+            "dropped_offline": self.mqtt.dropped_offline,
+            "outbox_backlog": self.mqtt.outbox_backlog(),
             **({"outbox": db.stats()} if (db := self.state_db) is not None else {}),
             **({"dedupe": self.dedupe.stats()} if self.dedupe is not None else {}),
-            mqtt_stale_acks=self.mqtt.stale_acks,
-        )
+        }
 
     def device_list(self) -> list[dict[str, object]]:
         return self.devices.describe()
@@ -313,10 +325,22 @@ class Agent:
         """Apply a new configuration without dropping messages: tasks, thresholds and models
         are swapped between batches. Returns notes on what needs a restart instead.
         Raises EdgeAgentError (and keeps serving the old one) if the new one cannot load."""
+        with self._reload_lock:  # SIGHUP and the bridge's `reload` may overlap
+            return self._reload(config)
+
+    def _reload(self, config: Config) -> list[str]:
         notes = [
             f"{section} changed: restart to apply"
             for section in (
-                "id", "base_topic", "mqtt", "cloud", "workers", "metrics", "cameras", "vision"
+                "id",
+                "base_topic",
+                "mqtt",
+                "cloud",
+                "workers",
+                "limits",
+                "metrics",
+                "cameras",
+                "vision",
             )
             if getattr(config, section) != getattr(self.config, section)
         ]
@@ -325,10 +349,15 @@ class Agent:
         self.engine.replace_tasks(tasks, worker_models)
         self.tasks = tasks
         self.config = self.config.model_copy(
-            update={"tasks": config.tasks, "models": config.models, "limits": config.limits,
-                    "stats": config.stats, "log_level": config.log_level,
-                    "devices": config.devices, "device_profiles": config.device_profiles,
-                    "homeassistant": config.homeassistant}
+            update={
+                "tasks": config.tasks,
+                "models": config.models,
+                "stats": config.stats,
+                "log_level": config.log_level,
+                "devices": config.devices,
+                "device_profiles": config.device_profiles,
+                "homeassistant": config.homeassistant,
+            }
         )
         self.devices.reconfigure(self.config)
         logging.getLogger().setLevel(config.log_level)

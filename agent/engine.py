@@ -26,7 +26,7 @@ from agent.cloud.client import CloudClient
 from agent.config import Config, TaskConfig
 from agent.dedupe import Dedupe
 from agent.errors import CloudError, InputError, ModelRuntimeError
-from agent.mqtt.client import Message
+from agent.mqtt.client import Message, valid_topic
 from agent.mqtt.topics import Topics, safe_level
 from agent.outbox import OutMessage
 from agent.privacy import Privacy
@@ -637,8 +637,4 @@ class Engine:
 
 
 def _valid_publish_topic(topic: str) -> bool:
-    return (
-        0 < len(topic) <= 256
-        and not topic.startswith("$")
-        and not any(c in topic for c in "+#\x00")
-    )
+    return len(topic) <= 256 and not topic.startswith("$") and valid_topic(topic)

@@ -445,13 +445,15 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _open(path: Path, durability: Durability) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db: sqlite3.Connection | None = None
     try:
         db = _connect(path, durability)
-        ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:  # not a database at all
+        db = None
+    try:
+        ok = db is not None and db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     except sqlite3.DatabaseError:
         ok = False
-    if not ok:
+    if db is None or not ok:
         if db is not None:
             db.close()
         broken = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
@@ -559,26 +561,31 @@ class Relay:
                 log.exception("cannot read the outbox")
                 time.sleep(0.5)
                 continue
-            with self._lock:
-                if not rows:  # everything up to the committed seq was dropped meanwhile
-                    self._cursor = max(self._cursor, self.outbox.committed_seq)
-                    continue
-                for row in rows:
-                    if not self._up:
-                        break
+            if not self._hand_over(rows):
+                time.sleep(0.05)  # the client went offline: handed over again once it is back
+
+    def _hand_over(self, rows: list[Row]) -> bool:
+        """Send `rows` in order. False when the client went offline meanwhile."""
+        with self._lock:
+            if not rows:  # everything up to the committed seq was dropped meanwhile
+                self._cursor = max(self._cursor, self.outbox.committed_seq)
+                return True
+            for row in rows:
+                if not self._up:
+                    return True
+                with self._cond:
+                    self._unacked += 1
+                result = self._send(row.message, partial(self._acked, row.seq))
+                if result != "sent":
                     with self._cond:
-                        self._unacked += 1
-                    result = self._send(row.message, partial(self._acked, row.seq))
-                    if result != "sent":
-                        with self._cond:
-                            self._unacked -= 1
-                    if result == "offline":
-                        time.sleep(0.05)  # handed over again once the link is back
-                        break
-                    if result == "refused":
-                        log.warning("dropping stored message for %s: refused", row.message.topic)
-                        self.outbox.drop_poison(row.seq)
-                    self._cursor = row.seq
+                        self._unacked -= 1
+                if result == "offline":
+                    return False
+                if result == "refused":
+                    log.warning("dropping stored message for %s: refused", row.message.topic)
+                    self.outbox.drop_poison(row.seq)
+                self._cursor = row.seq
+        return True
 
     def _acked(self, seq: int) -> None:
         self.outbox.delete(seq)

@@ -175,6 +175,19 @@ set_models_dir() {
     ' "$1"
 }
 
+install_profiles() {
+    # Device profiles are data the agent reads at start-up; it looks for them beside the
+    # venv ($PREFIX/devices/profiles) when it is not run from a source tree.
+    if [[ -d "$SOURCE/devices/profiles" ]]; then
+        rm -rf "$PREFIX/devices"
+        install -d -m 0755 "$PREFIX/devices"
+        cp -R "$SOURCE/devices/profiles" "$PREFIX/devices/profiles"
+        [[ -f "$SOURCE/devices/example.yaml" ]] && install -m 0644 "$SOURCE/devices/example.yaml" "$PREFIX/devices/example.yaml"
+        chmod -R u=rwX,go=rX "$PREFIX/devices"
+        log "device profiles copied to $PREFIX/devices/profiles"
+    fi
+}
+
 install_config() {
     # World-readable on purpose: DynamicUser= reads it. Secrets never go in it.
     install -d -m 0755 "$ETC"
@@ -234,6 +247,7 @@ main() {
     install -d -m 0755 "$PREFIX"
     install_venv
     install_models
+    install_profiles
     install_config
     install_unit
     start_service

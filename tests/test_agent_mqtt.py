@@ -45,6 +45,10 @@ def test_200_held_out_digits_all_answered_accurately(broker: Mosquitto, cloud_ur
             "degraded",
         }
         assert set(first["result"]) == {"label", "score", "top"}
+        end = time.monotonic() + 2  # the counter is updated right after the publish
+        while agent.stats.snapshot()["tasks"]["digits"]["answered"] < 200:
+            assert time.monotonic() < end
+            time.sleep(0.01)
         assert agent.stats.snapshot()["tasks"]["digits"]["answered"] == 200
 
 

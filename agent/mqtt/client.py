@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -461,6 +462,9 @@ class MqttClient:
         return result != "refused"
 
     def _send_now(self, message: OutMessage, on_delivered: Callable[[], None]) -> SendResult:
+        if not valid_topic(message.topic):
+            log.warning("publish to %r refused: not a valid topic", message.topic[:80])
+            return "refused"
         properties = None
         if message.correlation_data is not None and self._v5:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -510,6 +514,22 @@ class MqttClient:
         self._subscriptions.append((topic, qos))
         if self.connected:
             self._client.subscribe(topic, qos)
+
+
+# What mosquitto refuses in a PUBLISH topic by disconnecting the client (MQTT 5 1.5.4): NUL,
+# control characters, surrogates, non-characters; plus the wildcards. A QoS 1 message with
+# such a topic would be resent after every reconnect, a loop no reconnect can end.
+_NON_CHARS = "".join(
+    f"{chr(p | 0xFFFE)}{chr(p | 0xFFFF)}" for p in range(0, 0x110000, 0x10000)
+)
+_BAD_TOPIC = re.compile(f"[+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef{_NON_CHARS}]")
+
+
+def valid_topic(topic: str) -> bool:
+    """A topic the broker will take in a PUBLISH."""
+    if not topic or _BAD_TOPIC.search(topic) is not None:
+        return False
+    return len(topic) <= 16_383 or len(topic.encode()) <= 65_535
 
 
 def _write_on_network_thread(client: paho.Client, userdata: Any, sock: Any) -> None:

@@ -158,11 +158,21 @@ def test_wearables_keep_separate_windows_under_garbage(broker: Mosquitto, tmp_pa
             }
             c.publish_json("wearables/wrist-1/imu", good)
             c.publish_json("wearables/wrist-2/imu", {**good, "accel": [["x", 1, 2]] * 10})
-            c.publish_json("wearables/wrist-2/imu", {**good, "ts": t0 - 100})
+            c.publish_json("wearables/wrist-2/imu", {**good, "gyro": good["gyro"][:5]})
         results = c.wait_on(f"{root}/wrist-1/activity", 1)
         assert len(results) == 1 and results[0]["window"]["samples"] == 100
         assert len(c.wait_on(f"{root}/error", 20)) == 20
         assert not c.on(f"{root}/wrist-2/activity")
+        series = x[0].astype(float)
+        with RequestClient(broker.host, broker.port, agent.config.id) as client:
+            rid = client.send(
+                "activity",
+                {"accel": series[:, :3].tolist(), "gyro": series[:, 3:].tolist()},
+                route="edge",
+            )
+            assert client.wait_for([rid], 10)
+        # The window is the recording itself: the same scores as a request with it.
+        assert results[0]["result"]["top"] == client.answers[rid][0]["result"]["top"]
 
 
 @pytest.mark.skipif(

@@ -137,7 +137,7 @@ def test_broker_outage_results_delivered_in_order(
                 assert len(stored) >= count - 10, "results were produced during the outage"
                 assert in_order, "stored results arrive in the order they were stored"
                 assert last - back <= 10.0
-                if not kill_agent:
-                    assert figures.duplicated == 0
+                if not kill_agent:  # duplicates only from QoS 1 resends to the requester
+                    assert figures.duplicated <= client.redelivered
             finally:
                 agent.stop()

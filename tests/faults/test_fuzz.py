@@ -198,7 +198,9 @@ def test_raising_callbacks_do_not_kill_the_network_thread() -> None:
 
 
 @pytest.mark.parametrize(
-    "topic", ["a/+/b", "a/#", "nul\x00", "", "\udcff", "x" * 70_000], ids=repr
+    "topic",
+    ["a/+/b", "a/#", "nul\x00", "ctl\x01", "\ufffe", "", "\udcff", "x" * 70_000],
+    ids=repr,
 )
 def test_publishing_to_a_hostile_topic_is_refused_not_raised(topic: str) -> None:
     with Mosquitto() as broker:

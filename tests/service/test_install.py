@@ -90,6 +90,7 @@ def make_source(tmp_path: Path) -> Path:
     (src / "models" / "train.py").write_text("# training code\n")
     (src / "models" / "training" / "data.py").write_text("# training code\n")
     (src / "models" / "training" / "__pycache__" / "data.cpython-311.pyc").write_bytes(b"")
+    shutil.copytree(REPO / "devices" / "profiles", src / "devices" / "profiles")
     return src
 
 
@@ -139,6 +140,8 @@ def test_install_twice_then_uninstall(tmp_path: Path) -> None:
     # Runtime artifacts only; the training code stays in the repo.
     models = sorted(str(p.relative_to(opt / "models")) for p in (opt / "models").rglob("*"))
     assert models == ["digits.tflite", "manifest.json"]
+    profiles = sorted(p.name for p in (opt / "devices" / "profiles").glob("*.yaml"))
+    assert profiles == sorted(p.name for p in (REPO / "devices" / "profiles").glob("*.yaml"))
     # Never touches the machine's systemd from a staging root.
     assert "would run: systemctl daemon-reload" in first.stdout
     assert "would run: systemctl enable" not in first.stdout
