@@ -26,15 +26,28 @@ TASKS = ("digits", "appliance", "activity")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument(
+        "--docs-only",
+        action="store_true",
+        help="do not train: regenerate CARD.md, the plot and docs/models.md from the existing report.json",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     sys.path.insert(0, str(MODELS_ROOT))
     from training import artifacts, pipeline
 
     task = importlib.import_module(f"training.{args.task}").TASK
+    if args.docs_only:
+        artifacts.rewrite_docs(task, MODELS_ROOT, REPO_ROOT)
+        artifacts.write_models_doc(MODELS_ROOT, REPO_ROOT)
+        return 0
     report = pipeline.run(task)
     artifacts.write_all(task, report, MODELS_ROOT, REPO_ROOT)
     artifacts.write_models_doc(MODELS_ROOT, REPO_ROOT)

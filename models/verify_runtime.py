@@ -59,7 +59,9 @@ def verify_task(name: str, manifest: dict[str, Any]) -> list[str]:
         model = TFLiteModel(path)
         in_dtype, out_dtype = np.dtype(model.inp["dtype"]), np.dtype(model.out["dtype"])
         if list(model.inp["shape"][1:]) != spec["input"]["shape"]:
-            errors.append(f"{model_id}: input shape {model.inp['shape']} != manifest {spec['input']['shape']}")
+            errors.append(
+                f"{model_id}: input shape {model.inp['shape']} != manifest {spec['input']['shape']}"
+            )
         if list(model.out["shape"]) != [1, n_classes]:
             errors.append(f"{model_id}: output shape {model.out['shape']}")
         if role == "edge":
@@ -71,7 +73,9 @@ def verify_task(name: str, manifest: dict[str, Any]) -> list[str]:
                 errors.append(f"{model_id}: odd input quantisation {in_scale}, {in_zp}")
             # softmax output: [0, 1] on 256 levels
             if (out_scale, out_zp) != (1.0 / 256.0, -128):
-                errors.append(f"{model_id}: output quantisation {out_scale}, {out_zp}, want 1/256, -128")
+                errors.append(
+                    f"{model_id}: output quantisation {out_scale}, {out_zp}, want 1/256, -128"
+                )
             if path.stat().st_size > EDGE_MAX_BYTES:
                 errors.append(f"{model_id}: {path.stat().st_size} bytes > {EDGE_MAX_BYTES}")
         elif in_dtype != np.float32 or out_dtype != np.float32:
@@ -86,22 +90,34 @@ def verify_task(name: str, manifest: dict[str, Any]) -> list[str]:
         "edge_float_accuracy": float(np.mean(proba["reference"].argmax(1) == y)),
         "edge_int8_accuracy": float(np.mean(proba["edge"].argmax(1) == y)),
         "cloud_accuracy": float(np.mean(proba["cloud"].argmax(1) == y)),
-        "int8_float_agreement": float(np.mean(proba["edge"].argmax(1) == proba["reference"].argmax(1))),
+        "int8_float_agreement": float(
+            np.mean(proba["edge"].argmax(1) == proba["reference"].argmax(1))
+        ),
         "cascade_accuracy": float(np.mean(pred == y)),
         "offload_share": float(np.mean(off)),
     }
     if report["threshold"] != task["threshold"]:
-        errors.append(f"{name}: threshold in manifest {task['threshold']} != report {report['threshold']}")
+        errors.append(
+            f"{name}: threshold in manifest {task['threshold']} != report {report['threshold']}"
+        )
     for key, value in got.items():
         if value != report["test"][key]:
             errors.append(f"{name}: {key} = {value} but report.json says {report['test'][key]}")
-    print(f"{name}: " + "  ".join(f"{k}={v:.4f}" for k, v in got.items()) + f"  threshold={task['threshold']}")
+    print(
+        f"{name}: "
+        + "  ".join(f"{k}={v:.4f}" for k, v in got.items())
+        + f"  threshold={task['threshold']}"
+    )
     return errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", action="append", help="task(s) to check (default: all in the manifest)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--task", action="append", help="task(s) to check (default: all in the manifest)"
+    )
     args = parser.parse_args(argv)
     manifest = json.loads((MODELS_ROOT / "manifest.json").read_text())
     if manifest.get("schema_version") != 1:

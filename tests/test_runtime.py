@@ -88,3 +88,25 @@ def test_a_flipped_byte_fails_the_hash_check_naming_both_hashes(tmp_path: Path) 
     assert spec.entry.sha256 in str(err.value)
     problems = [p for _, _, p in Registry(models).verify_all() if p]
     assert len(problems) == 1
+
+
+@pytest.mark.parametrize("task", ["digits", "appliance", "activity"])
+def test_agent_features_equal_the_training_reference(task: str) -> None:
+    """agent/tasks/features.py reimplements models/training/features.py (numpy only)."""
+    import importlib.util
+
+    from agent.tasks.features import FEATURES
+
+    spec = importlib.util.spec_from_file_location(
+        "training_features", MODELS / "training" / "features.py"
+    )
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    registry = Registry(MODELS)
+    testset = registry.task(task).testset
+    assert testset is not None
+    x, _ = load_testset(testset)
+    names = {m.input.features for m in registry.manifest.models.values() if m.task == task}
+    for name in names:
+        assert np.array_equal(FEATURES[name](x), reference.TRANSFORMS[name](x)), name

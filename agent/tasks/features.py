@@ -29,8 +29,9 @@ def _znorm(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray((x - mean) / std, dtype=np.float64)
 
 
-def _signed_log(v: npt.NDArray[np.float64]) -> FloatArray:
-    return np.asarray(np.sign(v) * np.log1p(np.abs(v)), dtype=np.float32)
+def _signed_log(v: npt.NDArray[np.float64], knee: float = 1.0) -> FloatArray:
+    """sign(v) * log1p(|v| / knee): compresses large values, keeps small ones apart."""
+    return np.asarray(np.sign(v) * np.log1p(np.abs(v) / knee), dtype=np.float32)
 
 
 def _picks(v: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
@@ -40,11 +41,13 @@ def _picks(v: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
 
 
 def appliance_quantiles(x: FloatArray) -> FloatArray:
-    """[N, 1460] power traces -> [N, 96]: signed-log order statistics (32 each) of the
+    """[N, 1460] power traces -> [N, 96]: signed-log (knee 0.01) order statistics (32 each) of the
     z-normalised trace, of its absolute first difference and of its first difference."""
     z = _znorm(x.reshape(x.shape[0], -1).astype(np.float64))
     d = np.diff(z, axis=1)
-    return _signed_log(np.concatenate([_picks(z, 32), _picks(np.abs(d), 32), _picks(d, 32)], 1))
+    picks = np.concatenate([_picks(z, 32), _picks(np.abs(d), 32), _picks(d, 32)], axis=1)
+    # a 0.01 knee gives small and large values even resolution once quantised to int8
+    return _signed_log(picks, knee=0.01)
 
 
 def appliance_znorm(x: FloatArray) -> FloatArray:

@@ -14,11 +14,18 @@ from .data import load_activity_split
 from .minirocket import MiniRocket, fit_biases
 from .task import ModelPlan, Task
 
-CLASSES = ["badminton", "running", "standing", "walking"]  # sorted raw values, as np.unique orders them
+CLASSES = [
+    "badminton",
+    "running",
+    "standing",
+    "walking",
+]  # sorted raw values, as np.unique orders them
 LABELS = ["Badminton", "Running", "Standing", "Walking"]
 
 
-def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
+def fit_edge(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> keras.Model:
     del raw
     norm = layers.Normalization(name="standardize")
     norm.adapt(x)
@@ -27,12 +34,18 @@ def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDAr
     h = layers.Dropout(0.2)(h)
     out = layers.Dense(len(CLASSES), activation="softmax", name="proba")(h)
     model = keras.Model(inp, out, name="activity_edge")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(x, y, epochs=150, batch_size=8, shuffle=True, verbose=2)
     return model
 
 
-def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
+def fit_cloud(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> keras.Model:
     del raw
     dil, biases = fit_biases(x, n_biases=2, seed=0)
     inp = keras.Input(x.shape[1:], name="imu")
@@ -40,8 +53,12 @@ def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDA
     f = keras.Model(inp, feats).predict(x, batch_size=8, verbose=0)
     scaler = StandardScaler().fit(f)
     clf = LogisticRegressionCV(
-        Cs=[0.01, 0.1, 1.0], cv=StratifiedKFold(4, shuffle=True, random_state=0), max_iter=5000,
-        l1_ratios=(0.0,), scoring="accuracy", use_legacy_attributes=False,
+        Cs=[0.01, 0.1, 1.0],
+        cv=StratifiedKFold(4, shuffle=True, random_state=0),
+        max_iter=5000,
+        l1_ratios=(0.0,),
+        scoring="accuracy",
+        use_legacy_attributes=False,
     ).fit(scaler.transform(f), y)
     print(f"cloud: {f.shape[1]} MiniRocket features, logistic regression C={clf.C_}")
     w = (clf.coef_ / scaler.scale_).T.astype(np.float32)
@@ -59,12 +76,14 @@ TASK = Task(
     classes=CLASSES,
     load=lambda: load_activity_split(CLASSES),
     edge=ModelPlan(
-        "activity_stats", fit_edge,
+        "activity_stats",
+        fit_edge,
         "MLP on 30 summary statistics (6 channels x mean/std/min/max/mean|diff|, signed log): Normalization "
         "(training mean/variance) -> Dense(32,ReLU) -> Dropout(0.2) -> Dense(4) -> Softmax. Adam 3e-3, 150 epochs, batch 8.",
     ),
     cloud=ModelPlan(
-        "activity_raw", fit_cloud,
+        "activity_raw",
+        fit_cloud,
         "Multivariate MiniRocket-style transform in the graph (84 fixed length-9 kernels applied to each of the 6 channels "
         "separately x geometric dilations x 2 biases from quantiles of training responses, 'same' padding, "
         "PPV = mean(conv > bias)) -> standardisation folded into a linear layer -> Softmax; the linear layer is a "

@@ -56,10 +56,19 @@ def write_all(task: Task, report: dict[str, Any], models_root: Path, repo_root: 
 
     info = {role: _model_info(out / name) for role, (name, _) in files.items()}
     report["files"] = {
-        role: {"file": f"{task.name}/{name}", "bytes": len(blob), "sha256": sha256_bytes(blob), **info[role]}
+        role: {
+            "file": f"{task.name}/{name}",
+            "bytes": len(blob),
+            "sha256": sha256_bytes(blob),
+            **info[role],
+        }
         for role, (name, blob) in files.items()
     }
-    report["files"]["testset"] = {"file": f"{task.name}/testset.npz", "bytes": len(testset), "sha256": sha256_bytes(testset)}
+    report["files"]["testset"] = {
+        "file": f"{task.name}/testset.npz",
+        "bytes": len(testset),
+        "sha256": sha256_bytes(testset),
+    }
     report["labels"] = task.labels
     report["classes"] = task.classes
     report["features"] = {"edge": task.edge.features, "cloud": task.cloud.features}
@@ -79,13 +88,40 @@ def _plot(task: Task, report: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = report["test"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for key, style, label in (("sweep_validation", "--", "validation (calibration)"), ("sweep_test", "-", "test")):
+    for key, style, label in (
+        ("sweep_validation", "--", "validation (calibration)"),
+        ("sweep_test", "-", "test"),
+    ):
         rows = sorted(report[key], key=lambda r: (r["offload_share"], r["threshold"]))
-        ax.plot([r["offload_share"] for r in rows], [r["cascade_accuracy"] for r in rows], style, marker=".", ms=3, label=label)
-    ax.axhline(t["cloud_accuracy"], color="grey", lw=0.8, ls=":", label=f"cloud only ({t['cloud_accuracy']:.3f})")
-    ax.axvline(task.offload_goal, color="red", lw=0.8, ls=":", label=f"offload goal ({task.offload_goal:.0%})")
-    ax.plot([t["offload_share"]], [t["cascade_accuracy"]], "r*", ms=12,
-            label=f"chosen: threshold {report['threshold']:.4f}\n(test acc {t['cascade_accuracy']:.3f}, offload {t['offload_share']:.1%})")
+        ax.plot(
+            [r["offload_share"] for r in rows],
+            [r["cascade_accuracy"] for r in rows],
+            style,
+            marker=".",
+            ms=3,
+            label=label,
+        )
+    ax.axhline(
+        t["cloud_accuracy"],
+        color="grey",
+        lw=0.8,
+        ls=":",
+        label=f"cloud only ({t['cloud_accuracy']:.3f})",
+    )
+    ax.axvline(
+        task.offload_goal,
+        color="red",
+        lw=0.8,
+        ls=":",
+        label=f"offload goal ({task.offload_goal:.0%})",
+    )
+    ax.plot(
+        [t["offload_share"]],
+        [t["cascade_accuracy"]],
+        "r*",
+        ms=12,
+        label=f"chosen: threshold {report['threshold']:.4f}\n(test acc {t['cascade_accuracy']:.3f}, offload {t['offload_share']:.1%})",
+    )
     ax.set_xlabel("offload share (fraction of requests sent to the cloud)")
     ax.set_ylabel("cascade accuracy")
     ax.set_title(f"{task.name}: edge int8 + cloud cascade")
@@ -125,7 +161,10 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
         "",
         "| index | raw class value | label |",
         "|---:|---|---|",
-        *[f"| {i} | `{cv}` | {lab} |" for i, (cv, lab) in enumerate(zip(task.classes, task.labels, strict=True))],
+        *[
+            f"| {i} | `{cv}` | {lab} |"
+            for i, (cv, lab) in enumerate(zip(task.classes, task.labels, strict=True))
+        ],
         "",
         task.label_notes,
         "",
@@ -145,10 +184,13 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
         "",
         f"Threshold calibration: {c['method']} of the training split ({c['n_validation']} validation samples, seed 0). "
         f"The threshold is the one with the best validation cascade accuracy among those sending at most "
-        f"{_pct(task.offload_budget)} of validation requests to the cloud (ties: lowest offload share). The test split was never used for any choice.",
+        f"{_pct(task.offload_budget)} of validation requests to the cloud (ties: lowest offload share). The threshold was chosen without looking at the test split.",
         f"Final models were fitted on {r['n_train_final_models']} training samples"
-        + (" (the training split minus the calibration hold-out, so the calibrated threshold applies to exactly these models)."
-           if task.calibration_folds == 1 else " (the whole training split, after calibrating the threshold on out-of-fold predictions of per-fold models trained identically)."),
+        + (
+            " (the training split minus the calibration hold-out, so the calibrated threshold applies to exactly these models)."
+            if task.calibration_folds == 1
+            else " (the whole training split, after calibrating the threshold on out-of-fold predictions of per-fold models trained identically)."
+        ),
         "",
         "## Architecture",
         "",
@@ -171,6 +213,7 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
         "",
         f"Full threshold sweeps: `models/{task.name}/report.json`; plot: `docs/img/cascade_{task.name}.png`.",
         "",
+        *(["## Caveats", "", task.caveats, ""] if task.caveats else []),
         "## Files",
         "",
         "| role | file | bytes | sha256 |",
@@ -193,7 +236,19 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
     return "\n".join(lines)
 
 
-def _update_manifest(task: Task, r: dict[str, Any], models_root: Path, edge_shape: list[int], cloud_shape: list[int]) -> None:
+def rewrite_docs(task: Task, models_root: Path, repo_root: Path) -> None:
+    """Regenerate CARD.md and the plot from an existing report.json (no training)."""
+    report = json.loads((models_root / task.name / "report.json").read_text())
+    manifest = json.loads((models_root / "manifest.json").read_text())
+    edge_shape = manifest["models"][f"{task.name}-edge"]["input"]["shape"]
+    cloud_shape = manifest["models"][f"{task.name}-cloud"]["input"]["shape"]
+    _plot(task, report, repo_root / "docs" / "img" / f"cascade_{task.name}.png")
+    _atomic_write(models_root / task.name / "CARD.md", _card(task, report, edge_shape, cloud_shape))
+
+
+def _update_manifest(
+    task: Task, r: dict[str, Any], models_root: Path, edge_shape: list[int], cloud_shape: list[int]
+) -> None:
     path = models_root / "manifest.json"
     manifest: dict[str, Any] = {"schema_version": 1, "tasks": {}, "models": {}}
     if path.exists():

@@ -32,7 +32,11 @@ def load_digits_split() -> Split:
     return Split(x_tr, y_tr, x_te, y_te, [str(c) for c in d.target_names])
 
 
-def _load_ucr(name: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.str_], npt.NDArray[np.float64], npt.NDArray[np.str_]]:
+def _load_ucr(
+    name: str,
+) -> tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.str_], npt.NDArray[np.float64], npt.NDArray[np.str_]
+]:
     from sktime.datasets import load_UCR_UEA_dataset
 
     x_tr, y_tr = load_UCR_UEA_dataset(name, split="train", return_X_y=True, return_type="numpy3D")
@@ -49,8 +53,11 @@ def load_appliance_split(classes: list[str]) -> Split:
     """ACSF1: [N, 1, 1460] -> canonical [N, 1460]."""
     x_tr, y_tr, x_te, y_te = _load_ucr("ACSF1")
     return Split(
-        x_tr[:, 0, :].astype(np.float32), _encode(y_tr, classes),
-        x_te[:, 0, :].astype(np.float32), _encode(y_te, classes), classes,
+        x_tr[:, 0, :].astype(np.float32),
+        _encode(y_tr, classes),
+        x_te[:, 0, :].astype(np.float32),
+        _encode(y_te, classes),
+        classes,
     )
 
 
@@ -59,6 +66,9 @@ def load_activity_split(classes: list[str]) -> Split:
     canonical [N, 100, 6] (time-major)."""
     x_tr, y_tr, x_te, y_te = _load_ucr("BasicMotions")
     return Split(
-        np.transpose(x_tr, (0, 2, 1)).astype(np.float32), _encode(y_tr, classes),
-        np.transpose(x_te, (0, 2, 1)).astype(np.float32), _encode(y_te, classes), classes,
+        np.transpose(x_tr, (0, 2, 1)).astype(np.float32),
+        _encode(y_tr, classes),
+        np.transpose(x_te, (0, 2, 1)).astype(np.float32),
+        _encode(y_te, classes),
+        classes,
     )

@@ -11,7 +11,9 @@ from .data import load_digits_split
 from .task import ModelPlan, Task
 
 
-def _shift_augment(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+def _shift_augment(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Original images plus copies shifted by one pixel in the 4 directions (zero fill)."""
     xs, ys = [x], [y]
     for axis, step in ((1, 1), (1, -1), (2, 1), (2, -1)):
@@ -40,19 +42,31 @@ def _cnn(widths: tuple[int, int, int], dense: int, dropout: float, name: str) ->
     return keras.Model(inp, out, name=name)
 
 
-def _train(model: keras.Model, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], epochs: int) -> keras.Model:
+def _train(
+    model: keras.Model, x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], epochs: int
+) -> keras.Model:
     xa, ya = _shift_augment(x, y)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(xa, ya, epochs=epochs, batch_size=64, shuffle=True, verbose=2)
     return model
 
 
-def fit_edge(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
+def fit_edge(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> keras.Model:
     return _train(_cnn((16, 32, 32), 0, 0.3, "digits_edge"), x, y, epochs=40)
 
 
-def fit_cloud(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> keras.Model:
-    members = [_train(_cnn((32, 64, 128), 128, 0.4, f"member{i}"), x, y, epochs=40) for i in range(3)]
+def fit_cloud(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> keras.Model:
+    members = [
+        _train(_cnn((32, 64, 128), 128, 0.4, f"member{i}"), x, y, epochs=40) for i in range(3)
+    ]
     inp = keras.Input((8, 8, 1), name="pixels")
     out = layers.Average(name="proba")([m(inp) for m in members])
     return keras.Model(inp, out, name="digits_cloud")
@@ -65,13 +79,15 @@ TASK = Task(
     classes=[str(i) for i in range(10)],
     load=load_digits_split,
     edge=ModelPlan(
-        "digits_scaled", fit_edge,
+        "digits_scaled",
+        fit_edge,
         "CNN: Conv2D(16,3x3,same,ReLU) -> Conv2D(32,3x3,same,ReLU) -> MaxPool 2x2 -> "
         "Conv2D(32,3x3,same,ReLU) -> MaxPool 2x2 -> Flatten(128) -> Dropout(0.3) -> Dense(10) -> Softmax. "
         "Adam 1e-3, 40 epochs, batch 64, training set augmented with 1-pixel shifts (4 directions, zero fill).",
     ),
     cloud=ModelPlan(
-        "digits_scaled", fit_cloud,
+        "digits_scaled",
+        fit_cloud,
         "Average of the softmax outputs of 3 CNNs, each Conv2D(32) -> Conv2D(64) -> MaxPool -> Conv2D(128) -> MaxPool -> "
         "Flatten -> Dense(128,ReLU) -> Dropout(0.4) -> Dense(10) -> Softmax (3x3 kernels, same padding, ReLU), "
         "trained like the edge model with different initialisations.",

@@ -28,13 +28,15 @@ CANONICAL_SHAPES: dict[str, tuple[int, ...]] = {
 def digits_scaled(x: npt.ArrayLike) -> FloatArray:
     """[N, 8, 8] pixel intensities 0..16 -> [N, 8, 8, 1] = x / 16."""
     a = np.asarray(x, dtype=np.float32)
-    return (a / np.float32(16.0)).reshape(-1, 8, 8, 1)
+    out: FloatArray = (a / np.float32(16.0)).reshape(-1, 8, 8, 1)
+    return out
 
 
 def znorm_1d(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Per-trace z-normalisation in float64: (x - mean) / max(std, 1e-6), std with ddof=0."""
     a = np.asarray(x, dtype=np.float64)
-    return (a - a.mean()) / max(float(a.std()), 1e-6)
+    z: npt.NDArray[np.float64] = (a - a.mean()) / max(float(a.std()), 1e-6)
+    return z
 
 
 def _sorted_picks(v: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
@@ -50,7 +52,8 @@ def appliance_quantiles_1d(trace: npt.ArrayLike, n: int = 32) -> FloatArray:
     v = np.concatenate([_sorted_picks(z, n), _sorted_picks(np.abs(d), n), _sorted_picks(d, n)])
     # signed log with a 0.01 knee: even resolution for small and large values
     # once the model input is quantised to int8 with one scale
-    return (np.sign(v) * np.log1p(np.abs(v) / 0.01)).astype(np.float32)
+    out: FloatArray = (np.sign(v) * np.log1p(np.abs(v) / 0.01)).astype(np.float32)
+    return out
 
 
 def appliance_quantiles(x: npt.ArrayLike) -> FloatArray:
@@ -75,16 +78,24 @@ def activity_stats(x: npt.ArrayLike) -> FloatArray:
     float64, returned as float32."""
     a = np.asarray(x, dtype=np.float64).reshape(-1, *CANONICAL_SHAPES["activity"])
     stats = np.stack(
-        [a.mean(axis=1), a.std(axis=1), a.min(axis=1), a.max(axis=1), np.abs(np.diff(a, axis=1)).mean(axis=1)],
+        [
+            a.mean(axis=1),
+            a.std(axis=1),
+            a.min(axis=1),
+            a.max(axis=1),
+            np.abs(np.diff(a, axis=1)).mean(axis=1),
+        ],
         axis=2,
     )  # [N, 6, 5]
     v = stats.reshape(len(a), -1)
-    return (np.sign(v) * np.log1p(np.abs(v))).astype(np.float32)
+    out: FloatArray = (np.sign(v) * np.log1p(np.abs(v))).astype(np.float32)
+    return out
 
 
 def activity_raw(x: npt.ArrayLike) -> FloatArray:
     """[N, 100, 6] -> [N, 100, 6] unchanged (float32)."""
-    return np.asarray(x, dtype=np.float32).reshape(-1, *CANONICAL_SHAPES["activity"])
+    out: FloatArray = np.asarray(x, dtype=np.float32).reshape(-1, *CANONICAL_SHAPES["activity"])
+    return out
 
 
 TRANSFORMS: dict[str, Callable[[npt.ArrayLike], FloatArray]] = {

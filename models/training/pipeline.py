@@ -47,7 +47,11 @@ def _predict(blob: bytes, feats: npt.NDArray[np.float32]) -> npt.NDArray[np.floa
 
 
 def _train_models(
-    task: Task, fe: npt.NDArray[np.float32], fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+    task: Task,
+    fe: npt.NDArray[np.float32],
+    fc: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    raw: npt.NDArray[np.float32],
 ) -> Trained:
     log.info("%s: training edge model on %d samples", task.name, len(y))
     edge = task.edge.fit(fe, y, raw)
@@ -56,7 +60,9 @@ def _train_models(
     return Trained(edge_int8, edge_float, _cloud_tflite(task, fc, y, raw))
 
 
-def _cloud_tflite(task: Task, fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]) -> bytes:
+def _cloud_tflite(
+    task: Task, fc: npt.NDArray[np.float32], y: npt.NDArray[np.int64], raw: npt.NDArray[np.float32]
+) -> bytes:
     """Train and convert the cloud model.  For iterating on the edge model only,
     TRAIN_CLOUD_CACHE=<dir> reuses cloud models trained earlier on the same
     samples (keyed by the training data; never set it for a release build)."""
@@ -74,10 +80,14 @@ def _cloud_tflite(task: Task, fc: npt.NDArray[np.float32], y: npt.NDArray[np.int
     return blob
 
 
-def _calibration_folds(task: Task, y: npt.NDArray[np.int64]) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+def _calibration_folds(
+    task: Task, y: npt.NDArray[np.int64]
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
     idx = np.arange(len(y))
     if task.calibration_folds == 1:
-        fit, val = train_test_split(idx, test_size=task.holdout_fraction, random_state=0, stratify=y)
+        fit, val = train_test_split(
+            idx, test_size=task.holdout_fraction, random_state=0, stratify=y
+        )
         return [(np.sort(fit), np.sort(val))]
     skf = StratifiedKFold(n_splits=task.calibration_folds, shuffle=True, random_state=0)
     return [(fit, val) for fit, val in skf.split(idx, y)]
@@ -125,7 +135,14 @@ def run(task: Task) -> dict[str, Any]:
     val_cloud = np.full((len(y), n_classes), np.nan, np.float32)
     fold_models: Trained | None = None
     for k, (fit_idx, val_idx) in enumerate(folds):
-        log.info("%s: calibration fold %d/%d (fit %d, validate %d)", task.name, k + 1, len(folds), len(fit_idx), len(val_idx))
+        log.info(
+            "%s: calibration fold %d/%d (fit %d, validate %d)",
+            task.name,
+            k + 1,
+            len(folds),
+            len(fit_idx),
+            len(val_idx),
+        )
         m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx], split.x_train[fit_idx])
         val_edge[val_idx] = _predict(m.edge_int8, fe[val_idx])
         val_edge_float[val_idx] = _predict(m.edge_float, fe[val_idx])
@@ -136,17 +153,23 @@ def run(task: Task) -> dict[str, Any]:
     val_rows = cascade.sweep(val_edge[val_mask], val_cloud[val_mask], yv)
     chosen = cascade.choose_threshold(val_rows, task.offload_budget)
     threshold = chosen["threshold"]
-    log.info("%s: validation -> threshold %.4f (val cascade %.4f, offload %.3f)", task.name, threshold, chosen["cascade_accuracy"], chosen["offload_share"])
+    log.info(
+        "%s: validation -> threshold %.4f (val cascade %.4f, offload %.3f)",
+        task.name,
+        threshold,
+        chosen["cascade_accuracy"],
+        chosen["offload_share"],
+    )
 
     # --- final models
     if task.calibration_folds == 1:
         assert fold_models is not None
         final = fold_models  # the calibrated models themselves (trained on the fit part)
-        final_train_n = int(len(folds[0][0]))
+        final_train_n = len(folds[0][0])
     else:
         seed_everything(0)
         final = _train_models(task, fe, fc, y, split.x_train)
-        final_train_n = int(len(y))
+        final_train_n = len(y)
 
     # --- test evaluation through the runtime, exactly as the agent does
     te_e = features.apply(task.edge.features, split.x_test)
@@ -165,7 +188,9 @@ def run(task: Task) -> dict[str, Any]:
         "offload_budget_validation": task.offload_budget,
         "offload_goal_test": task.offload_goal,
         "calibration": {
-            "method": "stratified hold-out" if task.calibration_folds == 1 else f"stratified {task.calibration_folds}-fold out-of-fold",
+            "method": "stratified hold-out"
+            if task.calibration_folds == 1
+            else f"stratified {task.calibration_folds}-fold out-of-fold",
             "holdout_fraction": task.holdout_fraction if task.calibration_folds == 1 else None,
             "n_validation": int(val_mask.sum()),
             "edge_int8_accuracy": _acc(val_edge[val_mask], yv),
@@ -176,7 +201,7 @@ def run(task: Task) -> dict[str, Any]:
         },
         "n_train_final_models": final_train_n,
         "test": {
-            "n": int(len(yt)),
+            "n": len(yt),
             "edge_float_accuracy": _acc(p_float, yt),
             "edge_int8_accuracy": _acc(p_int8, yt),
             "cloud_accuracy": _acc(p_cloud, yt),

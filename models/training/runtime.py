@@ -7,22 +7,31 @@ Shared by ``train.py`` (to measure what the agent will measure) and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 
-def quantize(x: npt.NDArray[np.float32], scale: float, zero_point: int, dtype: type) -> npt.NDArray:
+def quantize(
+    x: npt.NDArray[np.float32], scale: float, zero_point: int, dtype: type[np.integer[Any]]
+) -> npt.NDArray[np.integer[Any]]:
     """q = clip(round_half_even(x / scale) + zero_point, qmin, qmax)."""
     info = np.iinfo(dtype)
     q = np.round(x.astype(np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
+    out: npt.NDArray[np.integer[Any]] = np.clip(q, info.min, info.max).astype(dtype)
+    return out
 
 
-def dequantize(q: npt.NDArray, scale: float, zero_point: int) -> npt.NDArray[np.float32]:
+def dequantize(
+    q: npt.NDArray[np.integer[Any]], scale: float, zero_point: int
+) -> npt.NDArray[np.float32]:
     """x = (q - zero_point) * scale, computed in float32."""
-    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    out: npt.NDArray[np.float32] = (q.astype(np.float32) - np.float32(zero_point)) * np.float32(
+        scale
+    )
+    return out
 
 
 class TFLiteModel:
@@ -33,9 +42,13 @@ class TFLiteModel:
         list the graph's own operators); predictions use the defaults, as the
         agent does."""
         self.path = Path(path)
-        resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        resolver = (
+            OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         self.interpreter = Interpreter(
-            model_path=str(self.path), num_threads=num_threads, experimental_op_resolver_type=resolver
+            model_path=str(self.path),
+            num_threads=num_threads,
+            experimental_op_resolver_type=resolver,
         )
         self.interpreter.allocate_tensors()
         (self.inp,) = self.interpreter.get_input_details()
@@ -72,5 +85,5 @@ class TFLiteModel:
 
     def ops(self) -> list[str]:
         """Names of the operators in the graph (builtins only are expected)."""
-        details = self.interpreter._get_ops_details()  # noqa: SLF001 - no public API
+        details = self.interpreter._get_ops_details()
         return sorted({d["op_name"] for d in details})
