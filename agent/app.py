@@ -341,12 +341,17 @@ class Agent:
                 "metrics",
                 "cameras",
                 "vision",
+                "scale_out",
             )
             if getattr(config, section) != getattr(self.config, section)
         ]
         tasks = build_tasks(config, Registry(config.models.dir))
         worker_models = load_worker_models(self.config, tasks)
         self.engine.replace_tasks(tasks, worker_models)
+        if self.topics.group:  # shared subscriptions are per task: join the new tasks' shares
+            added = [t for t in tasks if t not in self.tasks]
+            for topic in self.topics.request_subscriptions(added):
+                self.mqtt.subscribe(topic, self.config.mqtt.qos)
         self.tasks = tasks
         self.config = self.config.model_copy(
             update={

@@ -203,8 +203,8 @@ class WorkersConfig(_Strict):
         1.0,
         ge=0,
         le=100,
-        description="When requests queue up (a worker found more than one waiting), wait up "
-        "to this long for a fuller batch; an idle agent never waits.",
+        description="When requests queue up (a worker found at least half a batch waiting), "
+        "wait up to this long to fill the batch; an idle or lightly loaded agent never waits.",
     )
     stall_timeout_s: float = Field(
         30.0, gt=0, description="A worker busy on one batch this long is unhealthy: the "

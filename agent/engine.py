@@ -90,6 +90,7 @@ class Job:
     key: str | None = None  # de-duplication key (task/id) once admitted (agent/dedupe.py)
     answer: OutMessage | None = None  # what was published, remembered for replay
     spilled: bool = False  # sent to the cloud because the queue was full
+    copies: list[Message] = field(default_factory=list)  # broker redeliveries of this message
 
 
 __all__ = ["Engine", "TaskRuntime", "top_result"]
@@ -109,6 +110,8 @@ class Engine:
     ) -> None:
         self._config = config
         self._dedupe = dedupe
+        self._by_mid: dict[int, Job] = {}  # inbound QoS 1 messages being worked on
+        self._by_mid_lock = threading.Lock()
         self._topics = topics
         self._pub = publisher
         self._stats = stats
@@ -187,6 +190,8 @@ class Engine:
         job = Job(task=task, message=message, received=time.monotonic())
         if not self._running.is_set():
             return  # shutting down: not acknowledged, so the broker redelivers it later
+        if message.qos > 0 and self._copy_of_inflight(job):
+            return
         self._track(1)
         try:
             self._queue.put_nowait(job)
@@ -262,9 +267,9 @@ class Engine:
                 self._progress[index] = time.monotonic()
 
     def _batch(self, first: Job) -> list[Job]:
-        """A micro-batch: what is queued now, up to `max_batch`. Only when requests were
-        already queueing (more than one waiting) wait up to `max_wait` for a fuller batch, so
-        an idle agent adds no latency."""
+        """A micro-batch: what is queued now, up to `max_batch`. Only when the queue is deep
+        (at least half a batch was waiting: the agent is saturated) wait up to `max_wait` to
+        fill it; an idle or lightly loaded agent adds no latency."""
         batch = [first]
         get = self._queue.get_nowait
         limit = self._max_batch
@@ -273,7 +278,7 @@ class Engine:
                 batch.append(get())
         except queue.Empty:
             pass
-        if len(batch) == 1 or len(batch) >= limit or self._max_wait <= 0:
+        if len(batch) * 2 < limit or len(batch) >= limit or self._max_wait <= 0:
             return batch
         end = time.monotonic() + self._max_wait
         while len(batch) < limit:
@@ -516,10 +521,43 @@ class Engine:
 
     def _delivered(self, job: Job) -> None:
         self._pub.ack(job.message)
+        for copy in self._forget_mid(job):
+            self._pub.ack(copy)
         if job.key is not None and self._dedupe is not None:
             for copy in self._dedupe.complete(job.key, job.answer):
                 self._pub.ack(copy)
         self._track(-1)
+
+    def _copy_of_inflight(self, job: Job) -> bool:
+        """After a reconnect the broker resends every unacknowledged message, with the DUP
+        flag and its packet id. A resend of one still being worked on is acknowledged with
+        its original instead of filling the queue a second time (network thread: no parsing,
+        a dict lookup)."""
+        message = job.message
+        with self._by_mid_lock:
+            original = self._by_mid.get(message.mid)
+            if (
+                message.dup
+                and original is not None
+                and original.message.topic == message.topic
+                and original.message.payload == message.payload
+            ):
+                original.copies.append(message)
+                attached = True
+            else:
+                self._by_mid[message.mid] = job
+                attached = False
+        if attached:
+            self._stats.inc("copies_attached")
+        return attached
+
+    def _forget_mid(self, job: Job) -> list[Message]:
+        """`job` is done: stop matching resends to it. Returns the resends to acknowledge."""
+        with self._by_mid_lock:
+            if self._by_mid.get(job.message.mid) is job:
+                del self._by_mid[job.message.mid]
+            copies, job.copies = job.copies, []
+        return copies
 
     # ------------------------------------------------------------------ reliability
 
@@ -535,13 +573,19 @@ class Engine:
             job.key = key
             return True
         self._track(-1)
+        copies = self._forget_mid(job)  # resends of this very message (same packet id)
+        if verdict == "inflight":  # all acknowledged once the original's answer is out
+            self._stats.inc("duplicates_dropped")
+            for copy in copies:
+                if self._dedupe.begin(key, copy) == "answered":
+                    self._pub.ack(copy)
+            return False
         answer = None
-        if verdict == "answered" and self._config.dedupe.replay and not job.message.dup:
+        if self._config.dedupe.replay and not job.message.dup:
             answer = self._dedupe.answer_of(key)
         if answer is None:
             self._stats.inc("duplicates_dropped")
-            if verdict == "answered":
-                self._pub.ack(job.message)
+            self._ack_all([job.message, *copies])
             return False
         self._stats.inc("duplicates_replayed")
         self._pub.publish(
@@ -549,9 +593,13 @@ class Engine:
             answer.payload,
             qos=answer.qos,
             correlation_data=answer.correlation_data,
-            on_delivered=partial(self._pub.ack, job.message),
+            on_delivered=partial(self._ack_all, [job.message, *copies]),
         )
         return False
+
+    def _ack_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._pub.ack(message)
 
     def _spill(self, job: Job) -> bool:
         """The queue is full and `workers.overload` is `cloud`: send the request to the
@@ -632,6 +680,7 @@ class Engine:
             self._stats.inc("answers_refused")
             if job.key is not None and self._dedupe is not None:
                 self._dedupe.abandon(job.key)
+            self._forget_mid(job)
             self._track(-1)
         return True
 

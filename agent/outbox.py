@@ -29,6 +29,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -62,6 +63,7 @@ CREATE INDEX IF NOT EXISTS answered_ts ON answered(ts);
 """
 _BATCH = 1024  # most operations per transaction
 _MAINTENANCE_S = 1.0
+_LAZY_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Outbox:
         self._deletes: list[int] = []
         self._remember: dict[str, tuple[float, OutMessage]] = {}
         self._prune: tuple[float, int] | None = None
+        self._lazy_since: float | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -121,6 +124,7 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), COALESCE(MAX(seq), 0) FROM outbox"
         ).fetchone()
         self._count = int(count)  # committed rows
+        self._committing = 0  # rows taken by the commit under way
         self._bytes = int(size)
         self._pending_bytes = 0
         self._next_seq = int(last) + 1
@@ -172,7 +176,7 @@ class Outbox:
             if self._closing:
                 return False
             if self.drop_policy == "reject_new" and (
-                self._count + len(self._puts) >= self.max_messages
+                self._count + self._committing + len(self._puts) >= self.max_messages
                 or self._bytes + self._pending_bytes + size > self.max_bytes
             ):
                 self.counters["rejected_full"] += 1
@@ -212,7 +216,7 @@ class Outbox:
 
     def __len__(self) -> int:
         with self._cond:
-            return self._count + len(self._puts)
+            return self._count + self._committing + len(self._puts)
 
     def fetch(self, after: int, limit: int) -> list[Row]:
         """Committed messages with seq > `after`, oldest first."""
@@ -254,7 +258,7 @@ class Outbox:
     def stats(self) -> dict[str, object]:
         with self._cond:
             return {
-                "queued": self._count + len(self._puts),
+                "queued": self._count + self._committing + len(self._puts),
                 "bytes": self._bytes + self._pending_bytes,
                 "durability": self.durability,
                 **self.counters,
@@ -262,17 +266,31 @@ class Outbox:
 
     # ------------------------------------------------------------------ writer thread
 
+    def _due(self) -> float:
+        """Seconds until the next commit is due (0: now). Stored messages are urgent (their
+        requests wait for the commit); deletions and remembered answers wait up to
+        `_LAZY_S` to share a commit, which spares fsyncs (and SD cards)."""
+        if self._puts or self._prune or self._closing:
+            return 0.0
+        lazy = len(self._deletes) + len(self._remember)
+        if not lazy:
+            return _MAINTENANCE_S
+        if lazy >= _BATCH:
+            return 0.0
+        if self._lazy_since is None:
+            self._lazy_since = time.monotonic()
+        return max(0.0, self._lazy_since + _LAZY_S - time.monotonic())
+
     def _run(self) -> None:
         next_maintenance = time.monotonic() + _MAINTENANCE_S
         while True:
             with self._cond:
-                while not (self._puts or self._deletes or self._remember or self._prune):
-                    if self._closing:
-                        break
-                    left = next_maintenance - time.monotonic()
+                while (due := self._due()) > 0:
+                    left = min(due, next_maintenance - time.monotonic())
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                self._lazy_since = None
                 closing = self._closing
             try:
                 self._flush()
@@ -291,6 +309,7 @@ class Outbox:
     def _flush(self) -> None:
         with self._cond:
             puts, self._puts = self._puts[:_BATCH], self._puts[_BATCH:]
+            self._committing = len(puts)
             deletes, self._deletes = self._deletes, []
             remember, self._remember = self._remember, {}
             prune, self._prune = self._prune, None
@@ -335,6 +354,7 @@ class Outbox:
                 dropped = self._enforce_bounds(len(puts), sum(len(p.message.payload) for p in puts))
         except sqlite3.Error:
             with self._cond:  # put everything back for the retry, in order
+                self._committing = 0
                 self._puts[:0] = puts
                 self._deletes[:0] = deletes
                 for key, value in remember.items():
@@ -345,6 +365,7 @@ class Outbox:
         with self._cond:
             added = sum(len(p.message.payload) for p in puts)
             self._pending_bytes -= added
+            self._committing = 0
             self._count += len(puts) - gone[0] - dropped[0]
             self._bytes += added - gone[1] - dropped[1]
             self.counters["stored"] += len(puts)
@@ -485,23 +506,31 @@ cannot take it now (store it); `refused`: it never will (e.g. an invalid topic).
 
 
 class Relay:
-    """Keeps results in order across disconnects.
+    """Keeps results in order across disconnects, and on disk only while the link is down.
 
-    `publish` sends straight through while the link is up and nothing waits in the outbox;
-    otherwise the message goes to the outbox behind what already waits. Once the link is up
-    again a drain thread hands stored messages to `send` oldest first, at most `window`
-    unacknowledged at a time, and deletes each when the broker acknowledges it. A message
-    handed over but not acknowledged when the link drops stays with the MQTT client, which
-    resends it on reconnect; after a crash it is handed over again (at least once).
+    Link up and nothing waiting: `publish` sends straight through. Link down: the message
+    goes to the outbox. Link back up: a drain thread hands the stored messages to `send`
+    oldest first (at most `window` unacknowledged) and deletes each when the broker
+    acknowledges it; messages published meanwhile wait in memory behind them (their
+    requests are not acknowledged before their PUBACK either, so memory is enough) and are
+    sent next. Should the link drop again, those move to the outbox, still in order.
+
+    A message handed over but not acknowledged when the link drops stays with the MQTT
+    client, which resends it on reconnect; after a crash it is handed over again (at least
+    once, never lost).
     """
 
-    def __init__(self, outbox: Outbox, send: SendFn, window: int = 100) -> None:
+    def __init__(
+        self, outbox: Outbox, send: SendFn, window: int = 100, max_waiting: int = 10_000
+    ) -> None:
         self.outbox = outbox
         self._send = send
         self._window = window
+        self._max_waiting = max_waiting
         self._lock = threading.Lock()  # orders direct sends against drained ones
         self._cond = threading.Condition()
-        self._cursor = 0  # every seq <= cursor was handed over (or dropped)
+        self._cursor = 0  # every stored seq <= cursor was handed over (or dropped)
+        self._waiting: deque[tuple[OutMessage, Callable[[], None] | None]] = deque()
         self._unacked = 0
         self._up = False
         self._stop = False
@@ -518,6 +547,8 @@ class Relay:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(2.0)
+        with self._lock:
+            self._store_waiting()  # results not sent yet: on disk for the next start
 
     def link(self, up: bool) -> None:
         """The MQTT link is up (the broker accepts publishes) or down."""
@@ -531,67 +562,107 @@ class Relay:
 
     @property
     def backlog(self) -> int:
-        """Messages in the outbox not handed to the MQTT client yet (an upper bound)."""
-        return max(0, self.outbox.last_seq - self._cursor)
+        """Messages not handed to the MQTT client yet (stored: an upper bound)."""
+        return max(0, self.outbox.last_seq - self._cursor) + len(self._waiting)
 
     def publish(self, message: OutMessage, on_delivered: Callable[[], None] | None) -> bool:
-        """Send or store `message`. False when it was refused or the outbox is full."""
+        """Send, queue or store `message`. False when it was refused or the outbox is full."""
         with self._lock:
-            if self._up and self.outbox.last_seq <= self._cursor:
-                result = self._send(message, on_delivered or _nothing)
-                if result != "offline":
-                    return result == "sent"
+            if self._up:
+                if self.outbox.last_seq <= self._cursor and not self._waiting:
+                    result = self._send(message, on_delivered or _nothing)
+                    if result != "offline":
+                        return result == "sent"
+                elif len(self._waiting) < self._max_waiting:
+                    self._waiting.append((message, on_delivered))
+                    self.wake()
+                    return True
+            self._store_waiting()
             return self.outbox.put(message, on_delivered)
+
+    def _store_waiting(self) -> None:
+        """Move the in-memory queue to the outbox, in order (the link is down or the queue
+        is full). Called with `_lock` held."""
+        while self._waiting:
+            message, on_delivered = self._waiting.popleft()
+            if not self.outbox.put(message, on_delivered):
+                log.warning("outbox full: a result waiting for the link was not stored")
 
     def _drain(self) -> None:
         while True:
             with self._cond:
                 while not self._stop and not (
-                    self._up
-                    and self._unacked < self._window
-                    and self.outbox.committed_seq > self._cursor
+                    (self._up and self._unacked < self._window and self._has_work())
+                    or (not self._up and self._waiting)
                 ):
                     self._cond.wait(0.5)
                 if self._stop:
                     return
                 free = self._window - self._unacked
-            try:
-                rows = self.outbox.fetch(self._cursor, free)
-            except sqlite3.Error:
-                log.exception("cannot read the outbox")
-                time.sleep(0.5)
+            if not self._up:
+                with self._lock:
+                    self._store_waiting()
                 continue
-            if not self._hand_over(rows):
+            rows: list[Row] = []
+            if self.outbox.committed_seq > self._cursor:
+                try:
+                    rows = self.outbox.fetch(self._cursor, free)
+                except sqlite3.Error:
+                    log.exception("cannot read the outbox")
+                    time.sleep(0.5)
+                    continue
+            if not self._hand_over(rows, free):
                 time.sleep(0.05)  # the client went offline: handed over again once it is back
 
-    def _hand_over(self, rows: list[Row]) -> bool:
-        """Send `rows` in order. False when the client went offline meanwhile."""
+    def _has_work(self) -> bool:
+        return self.outbox.committed_seq > self._cursor or bool(
+            self._waiting and self.outbox.last_seq <= self._cursor
+        )
+
+    def _hand_over(self, rows: list[Row], free: int) -> bool:
+        """Send stored `rows` in order, then (once nothing stored waits) what waits in
+        memory. False when the client went offline meanwhile."""
         with self._lock:
-            if not rows:  # everything up to the committed seq was dropped meanwhile
-                self._cursor = max(self._cursor, self.outbox.committed_seq)
-                return True
+            if not rows and self.outbox.committed_seq > self._cursor:
+                # everything up to the committed seq was dropped meanwhile
+                self._cursor = self.outbox.committed_seq
             for row in rows:
-                if not self._up:
-                    return True
-                with self._cond:
-                    self._unacked += 1
-                result = self._send(row.message, partial(self._acked, row.seq))
-                if result != "sent":
-                    with self._cond:
-                        self._unacked -= 1
+                result = self._send_counted(row.message, partial(self._acked, row.seq))
                 if result == "offline":
                     return False
                 if result == "refused":
                     log.warning("dropping stored message for %s: refused", row.message.topic)
                     self.outbox.drop_poison(row.seq)
                 self._cursor = row.seq
+                free -= 1
+            while free > 0 and self._waiting and self.outbox.last_seq <= self._cursor:
+                message, on_delivered = self._waiting[0]
+                done = partial(self._acked, None, on_delivered)
+                if self._send_counted(message, done) == "offline":
+                    return False
+                self._waiting.popleft()
+                free -= 1
         return True
 
-    def _acked(self, seq: int) -> None:
-        self.outbox.delete(seq)
+    def _send_counted(self, message: OutMessage, done: Callable[[], None]) -> SendResult:
+        if not self._up:
+            return "offline"
+        with self._cond:
+            self._unacked += 1
+        result = self._send(message, done)
+        if result != "sent":
+            with self._cond:
+                self._unacked -= 1
+        return result
+
+    def _acked(self, seq: int | None, on_delivered: Callable[[], None] | None = None) -> None:
+        if seq is not None:
+            self.outbox.delete(seq)
         with self._cond:
             self._unacked -= 1
             self._cond.notify_all()
+        if on_delivered is not None:
+            on_delivered()
 
 
 def _nothing() -> None:

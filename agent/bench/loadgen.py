@@ -36,7 +36,7 @@ def request_template(body: dict[str, Any]) -> tuple[bytes, bytes]:
     """Split a request body into the bytes before and after the id value."""
     rest = {k: v for k, v in body.items() if k != "id"}
     tail = orjson.dumps(rest)
-    return _ID_START, b'",' + tail[1:]
+    return _ID_START, (b'",' + tail[1:]) if rest else b'"}'
 
 
 def _wait_until(t: float) -> None:

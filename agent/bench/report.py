@@ -19,9 +19,10 @@ def _get(d: Any, *keys: Any) -> Any:
 
 
 def _ratio(a: Any, b: Any) -> float | None:
-    return (
-        round(a / b, 2) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
-    )
+    if not (isinstance(a, int | float) and isinstance(b, int | float) and b):
+        return None
+    r = a / b
+    return round(r, 2) if r >= 0.1 else float(f"{r:.2g}")
 
 
 def goal_task(report: dict[str, Any]) -> str:
@@ -72,7 +73,8 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "goal": "peak RSS <= 150 MB, all benchmarked models loaded",
-            "measured": f"{agent['peak_rss_mb']} MB",
+            "measured": f"{agent['peak_rss_mb']} MB while keeping up; "
+            f"{agent.get('peak_rss_overload_mb', 0.0)} MB above capacity",
             "ok": agent["peak_rss_mb"] <= 150.0,
         },
         {
@@ -96,8 +98,10 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _lat(run: dict[str, Any] | None) -> str:
-    if not run or run["latency_ms"]["p50"] is None:
+    if not run:
         return "-"
+    if run["latency_ms"]["p50"] is None:
+        return f"none in time ({run['throughput_rps']:,.0f}/s answered late)"
     lat = run["latency_ms"]
     s = f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f}"
     if run["throughput_rps"] < 0.9 * run["offered_rps"]:
@@ -120,7 +124,10 @@ def markdown(report: dict[str, Any]) -> str:
     head = "| task | system | saturation req/s | CPU ms/req | " + " | ".join(
         f"p50 / p95 / p99 ms @ {int(r):,}/s" for r in rates
     )
-    lines += [head + " | READY s | peak RSS MB |", "|" + "---|" * (6 + len(rates))]
+    lines += [
+        head + " | READY s | peak RSS MB (above capacity) |",
+        "|" + "---|" * (6 + len(rates)),
+    ]
     for task, raw in report["raw"].items():
         lines.append(
             f"| {task} | raw interpreter (ceiling) | "
@@ -139,7 +146,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {task} | {kind} | {sat['throughput_rps']:,.0f} | "
                 f"{sat.get('cpu_ms_per_request', '-')} | "
                 + " | ".join(_lat(t["rates"].get(r)) for r in rates)
-                + f" | {sysrep['ready_s']} | {sysrep['peak_rss_mb']} |"
+                + f" | {sysrep['ready_s']} | {sysrep['peak_rss_mb']} "
+                f"({sysrep.get('peak_rss_overload_mb', '-')}) |"
             )
     lines.append("")
     for task in report["raw"]:
@@ -154,6 +162,9 @@ def markdown(report: dict[str, Any]) -> str:
         )
     if report.get("scaling"):
         lines += [
+            "",
+            f"Scaling: the agent's saturation on `{report.get('scaling_task', '?')}` (with 2 "
+            "agents, CPU ms/req and cores busy are the first agent's, which answered about half):",
             "",
             "| agents | CPUs | saturation req/s | CPU ms/req | cores busy (agent 0) |",
             "|---|---|---|---|---|",

@@ -11,9 +11,8 @@ CPUs. Results: JSON, a markdown table and PNG plots (agent/bench/report.py).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -24,12 +23,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from agent.bench.procstats import ReadyListener, cpu_seconds, machine_facts, peak_rss_mb, pinned
-from agent.devtools.broker import Mosquitto, env_without_agent_vars
+from agent.bench.procstats import machine_facts, pinned
+from agent.bench.systems import BASE, Contender, Loadgen, System, summary
+from agent.devtools.broker import Mosquitto
 from agent.registry import Registry, load_testset
 from agent.tasks import TASKS
 
-BASE = "edge-agent"
+# Small packets at once (mosquitto leaves Nagle on by default, which holds an answer back
+# until the previous segment is acknowledged: tens of ms at low load, for every system).
+BROKER_CONFIG = "set_tcp_nodelay true"
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,14 @@ class Plan:
     fixed_rates: tuple[int, ...] = (100, 1000, 5000)
     overload: tuple[float, ...] = (1.5,)  # extra open-loop points, x the system's saturation
     raw_s: float = 1.0
+    drain_s: float = 3.0  # how long a receiver waits for late answers after an open-loop run
     reps: int = 2  # saturation runs per system (best kept)
     rate_reps: int = 1  # runs per fixed offered load (lowest p99 kept)
     max_batch: int = 16
     scale_out: bool = False
 
 
-QUICK = Plan(saturation_s=3.0, rate_s=2.0, warmup_s=0.5, window=400, raw_s=0.5)
+QUICK = Plan(saturation_s=2.0, rate_s=1.5, warmup_s=0.4, window=400, raw_s=0.3, drain_s=1.5)
 SMOKE = Plan(  # checks the machinery (tests), measures nothing worth reading
     saturation_s=1.0,
     rate_s=0.6,
@@ -141,185 +144,6 @@ def raw_baseline(
     return out
 
 
-class Loadgen:
-    """One `python -m agent.bench.loadgen both` process, started and then released by GO."""
-
-    def __init__(
-        self,
-        port: int,
-        topic: str,
-        answers: str,
-        payload: Path,
-        out: Path,
-        *,
-        rate: float,
-        window: int,
-        duration: float,
-        warmup: float,
-        prefix: str,
-    ) -> None:
-        self.out = out
-        self.duration, self.warmup = duration, warmup
-        argv = [
-            sys.executable,
-            "-m",
-            "agent.bench.loadgen",
-            "both",
-            "--port",
-            str(port),
-            "--topic",
-            topic,
-            "--answers",
-            answers,
-            "--payload",
-            str(payload),
-            "--rate",
-            str(rate),
-            "--window",
-            str(window),
-            "--duration",
-            str(duration),
-            "--warmup",
-            str(warmup),
-            "--prefix",
-            prefix,
-            "--out",
-            str(out),
-            "--drain",
-            "15",
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env_without_agent_vars(),
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "READY":
-            self.proc.kill()
-            raise RuntimeError(f"load generator failed: {line}{self.proc.stdout.read()[-1000:]}")
-
-    def run(self, watch_pid: int | None) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        go = time.monotonic()
-        self.proc.stdin.write("GO\n")
-        self.proc.stdin.flush()
-        cpu = None
-        if watch_pid is not None:
-            time.sleep(max(0.0, go + self.warmup - time.monotonic()))
-            c0, t0 = cpu_seconds(watch_pid), time.monotonic()
-            time.sleep(max(0.0, go + self.duration - time.monotonic()))
-            cpu = {"cpu_s": cpu_seconds(watch_pid) - c0, "wall_s": time.monotonic() - t0}
-        try:
-            self.proc.wait(self.duration + 60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise RuntimeError("load generator did not finish") from None
-        result: dict[str, Any] = orjson.loads(self.out.read_bytes())
-        if cpu is not None:
-            result["cpu"] = cpu
-        return result
-
-
-def _agent_config(
-    path: Path, port: int, agent_id: str, models: Path, tasks: list[str], group: str | None = None
-) -> Path:
-    config: dict[str, Any] = {
-        "id": agent_id,
-        "base_topic": BASE,
-        "log_level": "WARNING",
-        "mqtt": {"host": "127.0.0.1", "port": port, "session_expiry_s": 0},
-        "models": {"dir": str(models.resolve())},
-        "tasks": {t: {"cloud": False} for t in tasks},
-    }
-    if group:
-        config["scale_out"] = {"group": group}
-    path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-    return path
-
-
-class System:
-    """A system under test as a process: the naive baseline or the agent."""
-
-    def __init__(
-        self,
-        kind: str,
-        port: int,
-        tasks: list[str],
-        opts: Options,
-        work: Path,
-        agent_id: str,
-        group: str | None = None,
-    ) -> None:
-        self.kind, self.agent_id = kind, agent_id
-        self.root = f"{BASE}/{group or agent_id}"
-        listener = ReadyListener()
-        env = env_without_agent_vars() | listener.env
-        if kind == "naive":
-            argv = [
-                sys.executable,
-                "-m",
-                "agent.bench.naive",
-                "--port",
-                str(port),
-                "--id",
-                agent_id,
-                "--models",
-                str(opts.models_dir),
-            ]
-            argv += [a for t in tasks for a in ("--task", t)]
-        else:
-            cfg = _agent_config(
-                work / f"{agent_id}.yaml", port, agent_id, opts.models_dir, tasks, group
-            )
-            argv = [sys.executable, "-m", "agent", "run", "-c", str(cfg)]
-        self.log_path = work / f"{agent_id}.log"
-        with self.log_path.open("ab") as log:
-            started = time.monotonic()
-            self.proc = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        try:
-            self.ready_s = listener.wait_ready(started, 60)
-        finally:
-            listener.close()
-        if self.ready_s is None:
-            self.stop()
-            raise RuntimeError(f"{kind} never sent READY=1: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> float:
-        rss = peak_rss_mb(self.proc.pid) if self.proc.poll() is None else 0.0
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return rss
-
-
-def _summary(res: dict[str, Any]) -> dict[str, Any]:
-    recv, send = res["recv"], res["send"]
-    out = {
-        "offered_rps": round(send["offered_rps"], 1),
-        "throughput_rps": round(recv["throughput_rps"], 1),
-        "latency_ms": recv["latency_ms"],
-        "ok": recv["ok_in_window"],
-        "failures": recv["failures"],
-        "duplicates": recv["duplicates"],
-        "unanswered": send["sent"] - recv["unique"],
-        "cdf_ms": recv["cdf_ms"],
-    }
-    if "cpu" in res and recv["ok_received_in_window"]:
-        cpu = res["cpu"]
-        out["cpu_ms_per_request"] = round(cpu["cpu_s"] * 1000 / recv["ok_received_in_window"], 4)
-        out["cpu_cores_busy"] = round(cpu["cpu_s"] / cpu["wall_s"], 2)
-    return out
-
-
 def drive(
     system: System,
     port: int,
@@ -344,8 +168,9 @@ def drive(
         duration=duration,
         warmup=plan.warmup_s,
         prefix=tag.replace(".", "_"),
+        drain=plan.drain_s,
     )
-    return _summary(gen.run(system.proc.pid))
+    return summary(gen.run(system.proc.pid))
 
 
 def saturation(
@@ -354,36 +179,6 @@ def saturation(
     return drive(
         system, port, task, payload, work, plan, 0, duration=plan.saturation_s, window=plan.window
     )
-
-
-class Contender:
-    """A system under test that can be restarted (after an overload it cannot drain) while
-    keeping its first start-to-READY time and the highest peak RSS of its processes."""
-
-    def __init__(self, kind: str, port: int, tasks: list[str], opts: Options, work: Path) -> None:
-        self.kind, self.port, self.tasks, self.opts, self.work = kind, port, tasks, opts, work
-        self.starts = 0
-        self.system = self._start()
-        self.ready_s = self.system.ready_s or 0.0
-        self.peak_rss_mb = 0.0
-
-    def _start(self) -> System:
-        self.starts += 1
-        return System(
-            self.kind,
-            self.port,
-            self.tasks,
-            self.opts,
-            self.work,
-            f"bench-{self.kind}-{self.starts}",
-        )
-
-    def restart(self) -> None:
-        self.stop()
-        self.system = self._start()
-
-    def stop(self) -> None:
-        self.peak_rss_mb = max(self.peak_rss_mb, self.system.stop())
 
 
 def _better(a: dict[str, Any] | None, b: dict[str, Any], by: str) -> dict[str, Any]:
@@ -411,7 +206,7 @@ def measure_systems(
     """Both systems loaded side by side; every measurement taken for one, then the other
     (alternating who goes first), `plan.reps` times, keeping the best of each."""
     kinds = ("naive", "agent")
-    sys_ = {k: Contender(k, port, list(tasks), opts, work) for k in kinds}
+    sys_ = {k: Contender(k, port, list(tasks), opts.models_dir, work) for k in kinds}
     for k in kinds:
         _say(opts, f"{k}: READY after {sys_[k].ready_s:.2f}s")
     out: dict[str, Any] = {k: {"tasks": {}} for k in kinds}
@@ -422,7 +217,10 @@ def measure_systems(
             c.system, port, task, payloads[task], work, plan, rate, duration=duration, window=window
         )
         if _overloaded(run):  # a backlog it cannot drain would slow the next runs: start afresh
+            c.peak_rss_overload_mb = max(c.peak_rss_overload_mb, c.rss_mb())
             c.restart()
+        else:
+            c.peak_rss_mb = max(c.peak_rss_mb, c.rss_mb())
         return run
 
     try:
@@ -452,7 +250,8 @@ def measure_systems(
                         f"{kind} {task}: {rate} req/s offered -> "
                         f"{best_rate['throughput_rps']:.0f} req/s, p99 {lat['p99']} ms",
                     )
-            for kind in kinds:  # beyond saturation: last, as a system may not recover
+        for task in tasks:  # beyond saturation: last, as a system may not recover
+            for kind in kinds:
                 sat = out[kind]["tasks"][task]["saturation"]["throughput_rps"]
                 for factor in plan.overload:
                     rate = int(factor * sat)
@@ -469,6 +268,7 @@ def measure_systems(
     for kind in kinds:
         out[kind]["ready_s"] = round(sys_[kind].ready_s, 3)
         out[kind]["peak_rss_mb"] = round(sys_[kind].peak_rss_mb, 1)
+        out[kind]["peak_rss_overload_mb"] = round(sys_[kind].peak_rss_overload_mb, 1)
         out[kind]["restarts"] = sys_[kind].starts - 1
     return out
 
@@ -495,11 +295,17 @@ def scaling_run(
     task: str, payload: Path, opts: Options, plan: Plan, work: Path, n_cpus: int, agents: int = 1
 ) -> dict[str, Any]:
     """The agent's saturation with everything (broker, agent(s), generator) on n CPUs."""
-    with pinned(n_cpus) as cpus, Mosquitto(persistence=False) as broker:
+    with pinned(n_cpus) as cpus, Mosquitto(persistence=False, extra_config=BROKER_CONFIG) as broker:
         group = "bench-group" if agents > 1 else None
         systems = [
             System(
-                "agent", broker.port, [task], opts, work, f"bench-{n_cpus}cpu-{agents}x{i}", group
+                "agent",
+                broker.port,
+                [task],
+                opts.models_dir,
+                work,
+                f"bench-{n_cpus}cpu-{agents}x{i}",
+                group,
             )
             for i in range(agents)
         ]
@@ -560,14 +366,16 @@ def run(opts: Options) -> dict[str, Any]:
                 f"{report['raw'][name]['batched']['samples_per_s']:.0f} /s batch {plan.max_batch}",
             )
         first = next(iter(tasks))
-        with Mosquitto(persistence=False) as broker:
+        with Mosquitto(persistence=False, extra_config=BROKER_CONFIG) as broker:
             report["generator_offer_rps"] = offer_capacity(broker.port, payloads[first], work)
             _say(opts, f"one generator process offers {report['generator_offer_rps']:.0f} req/s")
             report["systems"] = measure_systems(broker.port, tasks, payloads, opts, plan, work)
+        report["scaling_task"] = first
         report["scaling"] = scaling(first, payloads[first], opts, plan, work, cpus)
         report["camera"] = camera_part(opts) if opts.camera else {"skipped": "--no-camera"}
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["elapsed_s"] = round(time.monotonic() - began, 1)
+    shutil.rmtree(work, ignore_errors=True)  # kept (logs of every process) when a run fails
     return report
 
 

@@ -90,9 +90,10 @@ class _BufferedClient(paho.Client):
     paho reads each packet with three `recv()` calls (type, length, body) and runs a
     `select()` per loop; under load most of the network thread's time went there. Here one
     `recv()` of up to 64 KiB serves many packets, and `loop_read()` keeps parsing while the
-    buffer holds data (which `select()` cannot see). Overrides paho 2.x internals
-    (`_sock_recv`, `loop_read`, `_handle_pubackcomp`); paho is pinned below 3 and
-    tests/test_agent_mqtt.py runs them against a real broker.
+    buffer holds data (which `select()` cannot see). Plain PUBLISH and PUBACK packets are
+    decoded directly. Overrides paho 2.x internals (`_sock_recv`, `loop_read`,
+    `_handle_publish`, `_handle_pubackcomp`); paho is pinned below 3, and the MQTT tests
+    (tests/test_agent_mqtt.py, tests/faults, tests/perf) run them against a real broker.
     """
 
     _rbuf = b""
@@ -454,7 +455,9 @@ class MqttClient:
         written for QoS 0) or, while the link is down, once it is stored in the outbox.
         Returns False if it was refused outright (invalid topic, outbox full)."""
         message = OutMessage(topic, payload, qos, retain, correlation_data)
-        if self._relay is not None and not retain:  # retained state is re-published anyway
+        # Through the outbox, in order, what must arrive: QoS 1, or its sender waits for
+        # delivery. QoS 0 telemetry is at-most-once by choice: dropped offline, counted.
+        if self._relay is not None and (qos > 0 or on_delivered is not None):
             return self._relay.publish(message, on_delivered)
         result = self._send_now(message, on_delivered or _nothing)
         if result == "offline":

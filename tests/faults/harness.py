@@ -240,7 +240,18 @@ class LoadClient:
             answered = [i for i in ids if i in self.answers]
             dup = sum(len(self.answers[i]) - 1 for i in answered)
             lat = np.array([(self.answers[i][0][0] - self.sent_at[i]) * 1000.0 for i in answered])
-        extra = {"dup_redelivered_by_broker": self.redelivered, **extra}
+        with self._cond:  # a resent answer is byte-identical; a second answer is not
+            second = sum(
+                1
+                for i in answered
+                for _, body in self.answers[i][1:]
+                if body.get("latency_ms") != self.answers[i][0][1].get("latency_ms")
+            )
+        extra = {
+            "dup_redelivered_by_broker": self.redelivered,
+            "dup_answered_twice": second,
+            **extra,
+        }
         return Figures(
             scenario=scenario,
             sent=len(ids),

@@ -200,7 +200,7 @@ def test_raising_callbacks_do_not_kill_the_network_thread() -> None:
 @pytest.mark.parametrize(
     "topic",
     ["a/+/b", "a/#", "nul\x00", "ctl\x01", "\ufffe", "", "\udcff", "x" * 70_000],
-    ids=repr,
+    ids=lambda t: repr(t[:12]),
 )
 def test_publishing_to_a_hostile_topic_is_refused_not_raised(topic: str) -> None:
     with Mosquitto() as broker:

@@ -21,7 +21,7 @@ def _msg(i: int, size: int = 8) -> OutMessage:
     return OutMessage(f"t/{i % 3}", str(i).encode().ljust(size, b"."), 1)
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
@@ -152,6 +152,7 @@ def test_relay_stores_while_down_and_drains_in_order_before_new_messages(
     relay.link(True)
     for i in range(51, 61):  # published while the backlog drains: queued behind it
         relay.publish(_msg(i), None)
+    assert relay.backlog > 0
     end = time.monotonic() + 10
     while time.monotonic() < end and len(link.sent) < 61:
         link.ack_all()
@@ -159,7 +160,33 @@ def test_relay_stores_while_down_and_drains_in_order_before_new_messages(
     link.ack_all()
     order = [int(m.payload.rstrip(b".")) for m in link.sent]
     assert order == list(range(61))
-    assert _wait(lambda: len(box) == 0 and box.counters["delivered"] == 60)
+    assert _wait(lambda: len(box) == 0 and box.counters["delivered"] == 50)
+    assert box.counters["stored"] == 50, "the link was up for the last ten: memory, not disk"
+    relay.stop()
+    box.close()
+
+
+def test_relay_moves_waiting_messages_to_disk_when_the_link_drops(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3").start()
+    link = FakeLink()
+    relay = Relay(box, link.send, window=1)
+    relay.start()
+    for i in range(5):  # stored while down
+        relay.publish(_msg(i), None)
+    assert _wait(lambda: box.counters["stored"] == 5)
+    relay.link(True)
+    for i in range(5, 10):  # wait in memory behind the stored ones (window 1: slow drain)
+        relay.publish(_msg(i), None)
+    relay.link(False)
+    relay.publish(_msg(10), None)
+    assert _wait(lambda: box.counters["stored"] >= 10)
+    relay.link(True)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and len(link.sent) < 11:
+        link.ack_all()
+        time.sleep(0.01)
+    order = [int(m.payload.rstrip(b".")) for m in link.sent]
+    assert sorted(set(order)) == list(range(11)) and order == sorted(order), order
     relay.stop()
     box.close()
 

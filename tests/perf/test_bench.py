@@ -32,6 +32,8 @@ def test_request_template_puts_the_id_first() -> None:
     head, tail = request_template({"id": "x", "input": {"pixels": [[1]]}})
     body = orjson.loads(head + b"s0.1.42" + tail)
     assert body == {"id": "s0.1.42", "input": {"pixels": [[1]]}}
+    head, tail = request_template({"id": "x"})
+    assert orjson.loads(head + b"y" + tail) == {"id": "y"}
 
 
 @pytest.mark.slow
