@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Generic, Literal, Protocol, TypeVar
 
 from agent.outbox import OutMessage
@@ -35,7 +36,13 @@ _PRUNE_EVERY = 1000  # completions between prunes of the persistent window
 class AnsweredStore(Protocol):
     def answered(self, since: float, limit: int) -> list[tuple[str, float]]: ...
 
-    def remember(self, key: str, ts: float, answer: OutMessage) -> None: ...
+    def remember(
+        self,
+        key: str,
+        ts: float,
+        answer: OutMessage,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None: ...
 
     def lookup(self, key: str) -> OutMessage | None: ...
 
@@ -82,9 +89,16 @@ class Dedupe(Generic[M]):
             self._inflight[key] = []
             return "new"
 
-    def complete(self, key: str, answer: OutMessage | None) -> list[M]:
+    def complete(
+        self,
+        key: str,
+        answer: OutMessage | None,
+        on_durable: Callable[[list[M]], None] | None = None,
+    ) -> list[M]:
         """The answer to `key` was delivered or stored. Returns the copies that arrived
-        meanwhile (to acknowledge). `answer` is kept for replay."""
+        meanwhile; or, with `on_durable`, hands them to it once `key` is remembered on disk
+        (acknowledge requests there: a crash before it means a redelivery, which the
+        window then recognises). `answer` is kept for replay."""
         now = self._clock()
         with self._lock:
             copies = self._inflight.pop(key, [])
@@ -99,12 +113,17 @@ class Dedupe(Generic[M]):
                 self._answers.pop(old, None)
             self._completions += 1
             prune = self._completions % _PRUNE_EVERY == 0
-        if self._store is not None:
-            if answer is not None:
+        if self._store is not None and prune:
+            self._store.prune_answered(now - self.window_s, self.max_entries)
+        if on_durable is None:
+            if self._store is not None and answer is not None:
                 self._store.remember(key, now, answer)
-            if prune:
-                self._store.prune_answered(now - self.window_s, self.max_entries)
-        return copies
+            return copies
+        if self._store is not None and answer is not None:
+            self._store.remember(key, now, answer, partial(on_durable, copies))
+        else:
+            on_durable(copies)
+        return []
 
     def abandon(self, key: str) -> list[M]:
         """The original could not be answered (its publish was refused): forget it, so a

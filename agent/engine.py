@@ -520,12 +520,11 @@ class Engine:
         )
 
     def _delivered(self, job: Job) -> None:
-        self._pub.ack(job.message)
-        for copy in self._forget_mid(job):
-            self._pub.ack(copy)
+        # Acknowledged at once: the broker then forgets the request, so even a crash before
+        # the id is remembered on disk (batched) cannot bring a copy back.
+        self._ack_all([job.message, *self._forget_mid(job)])
         if job.key is not None and self._dedupe is not None:
-            for copy in self._dedupe.complete(job.key, job.answer):
-                self._pub.ack(copy)
+            self._ack_all(self._dedupe.complete(job.key, job.answer))
         self._track(-1)
 
     def _copy_of_inflight(self, job: Job) -> bool:

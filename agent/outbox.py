@@ -117,6 +117,8 @@ class Outbox:
         self._remember: dict[str, tuple[float, OutMessage]] = {}
         self._prune: tuple[float, int] | None = None
         self._lazy_since: float | None = None
+        self._urgent = False
+        self._remembered: list[Callable[[], None]] = []
         self._closing = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
@@ -194,10 +196,23 @@ class Outbox:
             self._deletes.append(seq)
             self._cond.notify_all()
 
-    def remember(self, key: str, ts: float, answer: OutMessage) -> None:
-        """Store the answer to request `key` (the persistent de-duplication window)."""
+    def remember(
+        self,
+        key: str,
+        ts: float,
+        answer: OutMessage,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        """Store the answer to request `key` (the persistent de-duplication window);
+        `on_committed` runs once it is on disk. Batched with a short delay, except when the
+        answer itself was just stored here (called from an `on_stored` callback): then in
+        the very next commit, to keep the gap between the two small."""
         with self._cond:
             self._remember[key] = (ts, answer)
+            if on_committed is not None:
+                self._remembered.append(on_committed)
+            if threading.current_thread() is self._thread:
+                self._urgent = True
             self._cond.notify_all()
 
     def prune_answered(self, before: float, keep: int) -> None:
@@ -270,7 +285,7 @@ class Outbox:
         """Seconds until the next commit is due (0: now). Stored messages are urgent (their
         requests wait for the commit); deletions and remembered answers wait up to
         `_LAZY_S` to share a commit, which spares fsyncs (and SD cards)."""
-        if self._puts or self._prune or self._closing:
+        if self._puts or self._prune or self._closing or self._urgent:
             return 0.0
         lazy = len(self._deletes) + len(self._remember)
         if not lazy:
@@ -312,6 +327,8 @@ class Outbox:
             self._committing = len(puts)
             deletes, self._deletes = self._deletes, []
             remember, self._remember = self._remember, {}
+            remembered, self._remembered = self._remembered, []
+            self._urgent = False
             prune, self._prune = self._prune, None
         if not (puts or deletes or remember or prune):
             return
@@ -359,6 +376,7 @@ class Outbox:
                 self._deletes[:0] = deletes
                 for key, value in remember.items():
                     self._remember.setdefault(key, value)
+                self._remembered[:0] = remembered
                 if prune is not None and self._prune is None:
                     self._prune = prune
             raise
@@ -373,12 +391,11 @@ class Outbox:
             self.counters["commits"] += 1
             if puts:
                 self.committed_seq = puts[-1].seq
-        for put in puts:
-            if put.on_stored is not None:
-                try:
-                    put.on_stored()
-                except Exception:
-                    log.exception("outbox on_stored callback failed")
+        for callback in [p.on_stored for p in puts if p.on_stored] + remembered:
+            try:
+                callback()
+            except Exception:
+                log.exception("outbox commit callback failed")
         if puts:
             for listener in self._listeners:
                 listener()
