@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -24,6 +25,7 @@ from agent.outbox import Outbox
 from agent.registry import LoadedModel, Registry
 from agent.runtime.tflite import runtime_name
 from agent.service.notify import Notifier
+from agent.service.serving import ServingProcesses
 from agent.service.watchdog import WatchdogLoop
 from agent.stats import Stats
 from agent.tasks import TASKS
@@ -70,17 +72,30 @@ def load_worker_models(
     config: Config, tasks: dict[str, TaskRuntime]
 ) -> list[dict[str, LoadedModel]]:
     """One interpreter per task per worker (interpreters are not thread-safe)."""
-    return [
-        {
-            name: rt.edge.load(config.models.num_threads)
-            for name, rt in tasks.items()
-            if rt.edge is not None
-        }
-        for _ in range(config.workers.count)
-    ]
+    return [_load_models(config, tasks) for _ in range(config.workers.count)]
 
 
-def open_delivery_state(config: Config) -> tuple[Outbox | None, Dedupe[Message] | None]:
+def load_inline_models(
+    config: Config, tasks: dict[str, TaskRuntime]
+) -> dict[str, LoadedModel] | None:
+    """The network thread's own interpreters (`workers.inline`), for the tasks it serves."""
+    if not config.workers.inline:
+        return None
+    small = {n: rt for n, rt in tasks.items() if not rt.task.image_input}
+    return _load_models(config, small)
+
+
+def _load_models(config: Config, tasks: dict[str, TaskRuntime]) -> dict[str, LoadedModel]:
+    return {
+        name: rt.edge.load(config.models.num_threads)
+        for name, rt in tasks.items()
+        if rt.edge is not None
+    }
+
+
+def open_delivery_state(
+    config: Config, suffix: str = ""
+) -> tuple[Outbox | None, Dedupe[Message] | None]:
     """The outbox and the de-duplication window: one SQLite file under the state directory
     (docs/reliability.md), so an answer and its id are stored the same way."""
     dc = config.dedupe
@@ -88,7 +103,7 @@ def open_delivery_state(config: Config) -> tuple[Outbox | None, Dedupe[Message] 
     if config.outbox.enabled or (dc.enabled and dc.persist):
         oc = config.outbox
         state_db = Outbox(
-            config.resolved_state_dir() / f"outbox-{config.id}.sqlite3",
+            config.resolved_state_dir() / f"outbox-{config.id}{suffix}.sqlite3",
             durability=oc.durability,
             max_messages=oc.max_messages,
             max_bytes=oc.max_bytes,
@@ -102,18 +117,40 @@ def open_delivery_state(config: Config) -> tuple[Outbox | None, Dedupe[Message] 
     return state_db, dedupe
 
 
+def serving_only(config: Config) -> Config:
+    """The configuration of an extra serving process (agent/service/serving.py): requests
+    only; devices, cameras, Home Assistant and metrics stay with the main process."""
+    return config.model_copy(
+        update={
+            "devices": [],
+            "cameras": {},
+            "homeassistant": config.homeassistant.model_copy(update={"enabled": False}),
+            "metrics": config.metrics.model_copy(update={"port": None}),
+        }
+    )
+
+
 class Agent:
     def __init__(
         self,
         config: Config,
         notifier: Notifier | None = None,
         config_path: Path | None = None,
+        process_index: int = 0,
     ) -> None:
+        # 0: the agent; N > 0: its Nth extra serving process (`workers.processes`)
+        self.process_index = process_index
+        self.serving_only = process_index > 0
+        if self.serving_only:
+            config = serving_only(config)
         self.config = config
         self.config_path = config_path
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
-        self.topics = Topics(config.base_topic, config.id, config.scale_out.group)
+        share = None
+        if config.workers.processes > 1 and not config.scale_out.group:
+            share = f"{config.id}-serve"
+        self.topics = Topics(config.base_topic, config.id, config.scale_out.group, share)
         self._request_prefix = self.topics.request("")
         self.stats = Stats()
         self.notifier = notifier or Notifier()
@@ -141,27 +178,30 @@ class Agent:
             config, self.topics, self.stats, engine=lambda: self.engine, tasks=lambda: self.tasks
         )
         self.bridge = Bridge(self.topics, config.mqtt.qos, self)
-        self.state_db, self.dedupe = open_delivery_state(config)
+        suffix = f"-p{process_index}" if self.serving_only else ""
+        self.state_db, self.dedupe = open_delivery_state(config, suffix)
         password = config.mqtt.password()
         mqtt_config = config.mqtt
         if config.scale_out.group:
             expiry = config.scale_out.session_expiry_s
             mqtt_config = mqtt_config.model_copy(update={"session_expiry_s": expiry})
+        subscriptions: list[tuple[str, int]] = [
+            (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
+        ]
+        if not self.serving_only:
+            subscriptions += self.devices.subscriptions() + self.bridge.subscriptions()
         self.mqtt = MqttClient(
             mqtt_config,
-            config.client_id,
-            will=Will(self.topics.status, b"offline"),
-            subscriptions=[
-                (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
-            ]
-            + self.devices.subscriptions()
-            + self.bridge.subscriptions(),
+            f"{config.client_id}{suffix}",
+            will=None if self.serving_only else Will(self.topics.status, b"offline"),
+            subscriptions=subscriptions,
             on_message=self._on_message,
             on_connected=self._on_connected,
             password=password.get_secret_value() if password else None,
             max_inflight=config.mqtt.max_inflight,
             receive_maximum=config.workers.queue_size,
             outbox=self.state_db if config.outbox.enabled else None,
+            on_read_done=self._on_read_done,
         )
         self.engine = Engine(
             config,
@@ -172,6 +212,7 @@ class Agent:
             worker_models,
             self.cloud,
             dedupe=self.dedupe,
+            inline_models=load_inline_models(config, self.tasks),
         )
         self.devices.attach(self.mqtt)
         self.bridge.attach(self.mqtt)
@@ -181,16 +222,26 @@ class Agent:
             for topic, qos in self.cameras.subscriptions():
                 self.mqtt.subscribe(topic, qos)
         self._watchdog: WatchdogLoop | None = None
+        self.serving: ServingProcesses | None = None
+        if config.workers.processes > 1 and not self.serving_only:
+            self.serving = ServingProcesses(config.workers.processes - 1, config_path)
         self._metrics_server: Any = None
+        # an extra serving process reports its own counters under `<root>/stats/p<N>`
+        self._stats_topic = self.topics.stats + (suffix.replace("-", "/") if suffix else "")
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 
     # ------------------------------------------------------------------ callbacks
 
     def _on_connected(self, session_present: bool) -> None:
+        if self.serving_only:
+            return
         self.mqtt.publish(self.topics.status, b"online", qos=1, retain=True)
         if self.cameras is not None:
             self.cameras.on_connected()
         self.devices.on_connected()
+
+    def _on_read_done(self) -> None:
+        self.engine.flush()
 
     def _on_message(self, message: Message) -> None:
         if message.topic.startswith(self._request_prefix):  # the hot path first
@@ -253,7 +304,7 @@ class Agent:
         while not self._stop.wait(self.config.stats.interval_s):
             if self.mqtt.connected:
                 self.mqtt.publish(
-                    self.topics.stats, dumps(self.stats_snapshot()), qos=0, retain=True
+                    self._stats_topic, dumps(self.stats_snapshot()), qos=0, retain=True
                 )
 
     # ------------------------------------------------------------------ lifecycle
@@ -264,9 +315,12 @@ class Agent:
                 self.config.metrics.host, self.config.metrics.port, self.stats, self.metrics_gauges
             )
         self.engine.start()
-        self.devices.start()
-        self.bridge.start()
+        if not self.serving_only:
+            self.devices.start()
+            self.bridge.start()
         self.mqtt.start()
+        if self.cameras is not None:  # not after the connection: events wait in the outbox
+            self.cameras.start()
         deadline = time.monotonic() + connect_timeout
         while not self.mqtt.wait_connected(0.2):
             if self.mqtt.fatal is not None:
@@ -274,9 +328,14 @@ class Agent:
             if time.monotonic() > deadline:
                 log.warning("not connected to the broker yet; still trying in the background")
                 break
-        if self.cameras is not None:
-            self.cameras.start()
         self._stats_thread.start()
+        if self.serving is not None:
+            self.serving.start()
+        # Everything loaded so far (modules, models, config) lives as long as the process:
+        # keep it out of the collector's full passes, which would otherwise walk it again
+        # and again and show up as millisecond pauses in the latency tail.
+        gc.collect()
+        gc.freeze()
         self.notifier.ready(self._status_text())
         self._watchdog = WatchdogLoop(self.notifier, self.health)
         self._watchdog.start()
@@ -308,6 +367,8 @@ class Agent:
 
     def _sighup(self, signum: int, frame: FrameType | None) -> None:
         self._reload_requested.set()
+        if self.serving is not None:
+            self.serving.forward(signal.SIGHUP)
 
     def reload_from_file(self) -> tuple[bool, list[str]]:
         """SIGHUP: re-read the config file and the models, telling systemd (RELOADING=1)."""
@@ -347,7 +408,7 @@ class Agent:
         ]
         tasks = build_tasks(config, Registry(config.models.dir))
         worker_models = load_worker_models(self.config, tasks)
-        self.engine.replace_tasks(tasks, worker_models)
+        self.engine.replace_tasks(tasks, worker_models, load_inline_models(self.config, tasks))
         if self.topics.group:  # shared subscriptions are per task: join the new tasks' shares
             added = [t for t in tasks if t not in self.tasks]
             for topic in self.topics.request_subscriptions(added):
@@ -382,6 +443,8 @@ class Agent:
         self._stopped = True
         self._stop.set()
         self.notifier.stopping()
+        if self.serving is not None:
+            self.serving.terminate()  # they drain and stop alongside this process
         if self._watchdog is not None:
             self._watchdog.stop()
         if self.cameras is not None:
@@ -396,4 +459,6 @@ class Agent:
             self.cloud.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.serving is not None:
+            self.serving.wait(3.0)
         log.info("stopped")

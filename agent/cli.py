@@ -52,8 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     from agent.app import Agent
 
-    log.info("edge-agent %s starting as %s", __version__, config.id)
-    agent = Agent(config, config_path=_config_path(args.config))
+    index = args.serving_process
+    log.info(
+        "edge-agent %s starting as %s%s",
+        __version__,
+        config.id,
+        f" (serving process {index})" if index else "",
+    )
+    agent = Agent(config, config_path=_config_path(args.config), process_index=index)
     return agent.run()
 
 
@@ -251,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat list o
 
     p = sub.add_parser("run", help="run the agent")
     with_config(p)
+    # internal: an extra serving process started by the agent (workers.processes)
+    p.add_argument("--serving-process", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file and the models it names")

@@ -210,6 +210,24 @@ class WorkersConfig(_Strict):
         30.0, gt=0, description="A worker busy on one batch this long is unhealthy: the "
         "systemd watchdog stops being petted, so systemd restarts the agent."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Serving processes. Above 1 the agent starts `processes - 1` more "
+        "processes that serve requests only, and all of them share the requests through an "
+        "MQTT 5 shared subscription (`$share/<id>-serve/...`): one Python process uses one "
+        "core at a time, several use several. Set it to the number of cores for throughput. "
+        "De-duplication of re-sent ids is per process then (docs/performance.md).",
+    )
+    inline: bool = Field(
+        True,
+        description="Run requests for tasks with small, non-image inputs (digits, appliance, "
+        "activity) on the MQTT network thread, in micro-batches of what one socket read "
+        "delivered, instead of handing each to a worker thread: no thread hand-off per "
+        "request, and a busy agent reads from the broker only as fast as it answers (TCP "
+        "backpressure). Image tasks and device windows always use the workers.",
+    )
     overload: Literal["reject", "cloud"] = Field(
         "reject",
         description="When the request queue is full: `reject` answers `ok: false`, code "

@@ -112,7 +112,7 @@ class Dedupe(Generic[M]):
                 old, _ = self._answered.popitem(last=False)
                 self._answers.pop(old, None)
             self._completions += 1
-            prune = self._completions % _PRUNE_EVERY == 0
+            prune = self._completions % max(_PRUNE_EVERY, self.max_entries // 4) == 0
         if self._store is not None and prune:
             self._store.prune_answered(now - self.window_s, self.max_entries)
         if on_durable is None:

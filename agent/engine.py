@@ -1,8 +1,13 @@
 """The request engine: validate, run the edge model, route to the cloud, answer exactly once.
 
-paho's network thread only enqueues (`submit`). Worker threads, each with its own
-interpreters, take micro-batches from a bounded queue, validate, run the edge model and
-either answer or hand the job to the cloud pool. A deadline timer guarantees that a job
+Requests for small, non-image tasks are run on paho's network thread itself (`inline`):
+`submit` collects what one socket read delivered and `flush`, called once that read is
+parsed, runs it in micro-batches with the network thread's own interpreters. No thread
+hand-off per request, and a saturated agent reads from the broker only as fast as it
+answers (TCP backpressure). Everything else (image tasks, large payloads, device windows)
+goes to worker threads, each with its own interpreters, which take micro-batches from a
+bounded queue, validate, run the edge model and either answer or hand the job to the
+cloud pool. A deadline timer guarantees that a job
 waiting for the cloud is answered (degraded) by its deadline even if the cloud hangs; a
 per-job guard makes sure the late cloud answer is then dropped, not sent twice.
 """
@@ -107,8 +112,15 @@ class Engine:
         worker_models: list[dict[str, LoadedModel]],
         cloud: CloudClient | None,
         dedupe: Dedupe[Message] | None = None,
+        inline_models: dict[str, LoadedModel] | None = None,
     ) -> None:
         self._config = config
+        # Network-thread serving (`workers.inline`): its interpreters, and what one read
+        # delivered. Only the network thread touches `_pending`.
+        self._inline_models = inline_models
+        self._inline_tasks = _inline_tasks(tasks, inline_models)
+        self._pending: list[Job] = []
+        self._inline_busy_since = 0.0
         self._dedupe = dedupe
         self._by_mid: dict[int, Job] = {}  # inbound QoS 1 messages being worked on
         self._by_mid_lock = threading.Lock()
@@ -173,8 +185,12 @@ class Engine:
             self._inflight += delta
 
     def healthy(self, stall_s: float) -> tuple[bool, str]:
-        """Workers alive and none stuck on one batch for longer than `stall_s`."""
+        """Workers alive and none stuck on one batch for longer than `stall_s`; nor the
+        network thread on an inline batch."""
         now = time.monotonic()
+        since = self._inline_busy_since
+        if since and now - since > stall_s:
+            return False, f"network thread stuck on a batch for {now - since:.0f}s"
         for i, thread in enumerate(self._workers):
             if not thread.is_alive():
                 return False, f"worker {i} died"
@@ -193,6 +209,11 @@ class Engine:
         if message.qos > 0 and self._copy_of_inflight(job):
             return
         self._track(1)
+        if job.task in self._inline_tasks and len(message.payload) <= INLINE_MAX_BYTES:
+            self._pending.append(job)
+            if len(self._pending) >= self._max_batch:
+                self.flush()
+            return
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -202,6 +223,28 @@ class Engine:
                 job.rid = None
             if not self._spill(job):
                 self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
+
+    def flush(self) -> None:
+        """Run what `submit` collected for the network thread (called by it once a socket
+        read is parsed), in micro-batches of up to `workers.max_batch`."""
+        models = self._inline_models
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if models is None or not self._running.is_set():
+                for job in batch:  # not acknowledged: the broker redelivers them
+                    self._forget_mid(job)
+                    self._track(-1)
+                continue
+            self._inline_busy_since = time.monotonic()
+            try:
+                self._process(batch, models)
+            except Exception:  # never let one bad batch take the network thread down
+                log.exception("unexpected error on the network thread")
+                for job in batch:
+                    self._fail(job, "internal_error", "internal error")
+            finally:
+                self._inline_busy_since = 0.0
 
     def submit_internal(
         self,
@@ -236,7 +279,10 @@ class Engine:
         return True
 
     def replace_tasks(
-        self, tasks: dict[str, TaskRuntime], worker_models: list[dict[str, LoadedModel]]
+        self,
+        tasks: dict[str, TaskRuntime],
+        worker_models: list[dict[str, LoadedModel]],
+        inline_models: dict[str, LoadedModel] | None = None,
     ) -> None:
         """Serve new tasks and interpreters from each worker's next batch on (a reload).
         Jobs already past validation finish with what they started with; none is dropped."""
@@ -244,6 +290,8 @@ class Engine:
             raise ValueError("the number of workers cannot change without a restart")
         self._tasks = tasks
         self._worker_models = worker_models
+        self._inline_models = inline_models
+        self._inline_tasks = _inline_tasks(tasks, inline_models)
 
     # ------------------------------------------------------------------ workers
 
@@ -682,6 +730,23 @@ class Engine:
             self._forget_mid(job)
             self._track(-1)
         return True
+
+
+# Larger requests (an image given to `digits`) are decoded on a worker, not the network thread.
+INLINE_MAX_BYTES = 32_768
+
+
+def _inline_tasks(
+    tasks: dict[str, TaskRuntime], inline_models: dict[str, LoadedModel] | None
+) -> frozenset[str]:
+    """Tasks the network thread serves itself: a local model, small non-image inputs."""
+    if inline_models is None:
+        return frozenset()
+    return frozenset(
+        name
+        for name, rt in tasks.items()
+        if name in inline_models and not rt.task.image_input
+    )
 
 
 def _valid_publish_topic(topic: str) -> bool:

@@ -194,7 +194,7 @@ class Outbox:
         """The broker has the message `seq`: forget it (batched)."""
         with self._cond:
             self._deletes.append(seq)
-            self._cond.notify_all()
+            self._wake_lazy()
 
     def remember(
         self,
@@ -213,6 +213,15 @@ class Outbox:
                 self._remembered.append(on_committed)
             if threading.current_thread() is self._thread:
                 self._urgent = True
+                self._cond.notify_all()
+            else:
+                self._wake_lazy()
+
+    def _wake_lazy(self) -> None:
+        """A deletion or remembered answer was queued (with `_cond` held): wake the writer
+        only if it is not already timing the lazy batch or the batch is full; a wake-up per
+        request costs more CPU than the request itself at low load."""
+        if self._lazy_since is None or len(self._deletes) + len(self._remember) >= _BATCH:
             self._cond.notify_all()
 
     def prune_answered(self, before: float, keep: int) -> None:
@@ -225,9 +234,9 @@ class Outbox:
 
     @property
     def last_seq(self) -> int:
-        """The newest sequence number handed out (committed or not)."""
-        with self._cond:
-            return self._next_seq - 1
+        """The newest sequence number handed out (committed or not). Read without the lock
+        (the relay asks on every publish): an int attribute read is atomic, and it only grows."""
+        return self._next_seq - 1
 
     def __len__(self) -> int:
         with self._cond:
@@ -362,12 +371,15 @@ class Outbox:
                         ],
                     )
                 if prune is not None:
+                    # Both bounds through the index on ts: a NOT IN over the newest `keep`
+                    # keys sorted the whole table, tens of ms of CPU every prune.
                     self._db.execute("DELETE FROM answered WHERE ts < ?", (prune[0],))
-                    self._db.execute(
-                        "DELETE FROM answered WHERE key NOT IN "
-                        "(SELECT key FROM answered ORDER BY ts DESC LIMIT ?)",
-                        (prune[1],),
-                    )
+                    row = self._db.execute(
+                        "SELECT ts FROM answered ORDER BY ts DESC LIMIT 1 OFFSET ?",
+                        (max(0, prune[1] - 1),),
+                    ).fetchone()
+                    if row is not None:
+                        self._db.execute("DELETE FROM answered WHERE ts < ?", (row[0],))
                 dropped = self._enforce_bounds(len(puts), sum(len(p.message.payload) for p in puts))
         except sqlite3.Error:
             with self._cond:  # put everything back for the retry, in order

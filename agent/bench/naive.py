@@ -34,12 +34,7 @@ class NaiveAgent:
         self.root = f"edge-agent/{agent_id}"
         self.qos = qos
         self.limits = LimitsConfig()  # type: ignore[call-arg]
-        registry = Registry(models_dir)
-        self.models: dict[str, LoadedModel] = {}
-        for name in tasks:
-            spec = registry.task(name).edge
-            if spec is not None:
-                self.models[name] = spec.load(1)
+        self.models = load_models(models_dir, tasks)
         self.mqtt = MqttClient(
             MqttConfig.model_validate({"host": host, "port": port, "session_expiry_s": 0}),
             f"naive-{agent_id}",
@@ -50,30 +45,57 @@ class NaiveAgent:
         )
 
     def on_message(self, message: Message) -> None:
-        task = message.topic.rsplit("/", 1)[-1]
-        body = json.loads(message.payload)
-        model = self.models[task]
-        x = TASKS[task].parse_input(body["input"], self.limits)
-        probs = model.predict(x[np.newaxis])[0]
-        best = int(np.argmax(probs))
-        answer = {
-            "id": body["id"],
-            "task": task,
-            "ok": True,
-            "result": {"label": model.spec.labels[best], "score": float(probs[best])},
-        }
-        self.mqtt.publish(f"{self.root}/response/{task}", json.dumps(answer).encode(), qos=self.qos)
+        topic, body = answer(self.models, self.limits, self.root, message.topic, message.payload)
+        self.mqtt.publish(topic, body, qos=self.qos)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agent.bench.naive", description=__doc__)
+def load_models(models_dir: Path, tasks: list[str]) -> dict[str, LoadedModel]:
+    registry = Registry(models_dir)
+    models: dict[str, LoadedModel] = {}
+    for name in tasks:
+        spec = registry.task(name).edge
+        if spec is not None:
+            models[name] = spec.load(1)
+    return models
+
+
+def answer(
+    models: dict[str, LoadedModel],
+    limits: LimitsConfig,
+    root: str,
+    topic: str,
+    payload: bytes | bytearray,
+) -> tuple[str, bytes]:
+    """What a tutorial's callback does with one request: parse, validate, invoke with batch
+    1, build the answer. Returns the answer's topic and payload."""
+    task = topic.rsplit("/", 1)[-1]
+    body = json.loads(payload)
+    model = models[task]
+    x = TASKS[task].parse_input(body["input"], limits)
+    probs = model.predict(x[np.newaxis])[0]
+    best = int(np.argmax(probs))
+    result = {
+        "id": body["id"],
+        "task": task,
+        "ok": True,
+        "result": {"label": model.spec.labels[best], "score": float(probs[best])},
+    }
+    return f"{root}/response/{task}", json.dumps(result).encode()
+
+
+def parse_args(prog: str, description: str | None, argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--id", required=True)
     p.add_argument("--models", required=True)
     p.add_argument("--task", action="append", required=True, help="a task to serve")
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("python -m agent.bench.naive", __doc__, argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

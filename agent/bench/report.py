@@ -30,9 +30,16 @@ def goal_task(report: dict[str, Any]) -> str:
     return GOAL_TASK if GOAL_TASK in tasks else tasks[0]
 
 
-def ratios(report: dict[str, Any], task: str) -> dict[str, float | None]:
+SYSTEMS = ("naive", "naive-lean", "agent")  # table order
+
+
+def ratios(
+    report: dict[str, Any], task: str, baseline: str = "naive"
+) -> dict[str, float | None]:
+    """Ratios of the agent against `baseline` (`naive`: the tutorial paho loop of the goals;
+    `naive-lean`: the same loop on the agent's MQTT client) and against the raw ceiling."""
     agent = _get(report, "systems", "agent", "tasks", task)
-    naive = _get(report, "systems", "naive", "tasks", task)
+    naive = _get(report, "systems", baseline, "tasks", task)
     raw = report["raw"][task]
     a_sat = _get(agent, "saturation", "throughput_rps")
     n_sat = _get(naive, "saturation", "throughput_rps")
@@ -83,14 +90,19 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             "ok": agent["ready_s"] <= 3.0,
         },
     ]
-    one = [s for s in report.get("scaling", []) if s["agents"] == 1]
-    if len(one) >= 2:
-        scale = _ratio(one[1]["throughput_rps"], one[0]["throughput_rps"])
+    runs = {
+        (len(s["cpus"]), s["agents"], s.get("processes", 1)): s
+        for s in report.get("scaling", [])
+    }
+    base, two = runs.get((1, 1, 1)), runs.get((2, 1, 2)) or runs.get((2, 1, 1))
+    if base and two:
+        scale = _ratio(two["throughput_rps"], base["throughput_rps"])
+        procs = two.get("processes", 1)
         out.append(
             {
                 "goal": "2 CPUs >= 1.6x the 1-CPU throughput",
-                "measured": f"{scale}x ({one[0]['throughput_rps']:.0f} -> "
-                f"{one[1]['throughput_rps']:.0f} req/s)",
+                "measured": f"{scale}x ({base['throughput_rps']:.0f} -> "
+                f"{two['throughput_rps']:.0f} req/s, one agent, workers.processes {procs})",
                 "ok": (scale or 0) >= 1.6,
             }
         )
@@ -136,8 +148,10 @@ def markdown(report: dict[str, Any]) -> str:
             + " | ".join("-" for _ in rates)
             + " | - | - |"
         )
-        for kind in ("naive", "agent"):
-            sysrep = report["systems"][kind]
+        for kind in SYSTEMS:
+            sysrep = report["systems"].get(kind)
+            if sysrep is None:
+                continue
             t = sysrep["tasks"].get(task)
             if t is None:
                 continue
@@ -160,18 +174,29 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['p99_at_1000_agent_over_naive']}x; CPU per request agent/naive "
             f"{r['cpu_per_request_agent_over_naive']}x."
         )
+        if "naive-lean" in report["systems"]:
+            lean = ratios(report, task, "naive-lean")
+            lines.append(
+                f"Against naive-lean on {task}: saturation "
+                f"**{lean['saturation_agent_over_naive']}x**; p99 @1,000/s "
+                f"{lean['p99_at_1000_agent_over_naive']}x; CPU per request "
+                f"{lean['cpu_per_request_agent_over_naive']}x."
+            )
     if report.get("scaling"):
         lines += [
             "",
-            f"Scaling: the agent's saturation on `{report.get('scaling_task', '?')}` (with 2 "
-            "agents, CPU ms/req and cores busy are the first agent's, which answered about half):",
+            f"Scaling: the agent's saturation on `{report.get('scaling_task', '?')}` (CPU "
+            "ms/req and cores busy count all of an agent's serving processes; with 2 agents, "
+            "the first agent's, which answered about half):",
             "",
-            "| agents | CPUs | saturation req/s | CPU ms/req | cores busy (agent 0) |",
-            "|---|---|---|---|---|",
+            "| agents | serving processes | CPUs | saturation req/s | CPU ms/req | "
+            "cores busy (agent 0) |",
+            "|---|---|---|---|---|---|",
         ]
         for s in report["scaling"]:
             lines.append(
-                f"| {s['agents']} | {len(s['cpus'])} | {s['throughput_rps']:,.0f} | "
+                f"| {s['agents']} | {s.get('processes', 1)} | {len(s['cpus'])} | "
+                f"{s['throughput_rps']:,.0f} | "
                 f"{s.get('cpu_ms_per_request', '-')} | {s.get('cpu_cores_busy', '-')} |"
             )
     lines += ["", "| goal | measured | met |", "|---|---|---|"]
@@ -201,12 +226,12 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     tasks = list(report["raw"])
-    colors = {"naive": "tab:orange", "agent": "tab:blue"}
+    colors = {"naive": "tab:orange", "naive-lean": "tab:green", "agent": "tab:blue"}
     paths = []
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         top = 0.0
-        for kind in ("naive", "agent"):
+        for kind in [k for k in SYSTEMS if k in report["systems"]]:
             t = report["systems"][kind]["tasks"].get(task)
             if not t:
                 continue
@@ -234,7 +259,7 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for kind in ("naive", "agent"):
+        for kind in [k for k in SYSTEMS if k in report["systems"]]:
             t = report["systems"][kind]["tasks"].get(task)
             if not t:
                 continue
@@ -260,6 +285,10 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
 def finish(report: dict[str, Any], out_dir: Path, with_plots: bool) -> str:
     """Add goals and ratios, write bench.json, bench.md and the plots; return the markdown."""
     report["ratios"] = {task: ratios(report, task) for task in report["raw"]}
+    if "naive-lean" in report["systems"]:
+        report["ratios_naive_lean"] = {
+            task: ratios(report, task, "naive-lean") for task in report["raw"]
+        }
     report["goals"] = goals(report)
     if with_plots:
         try:

@@ -48,6 +48,7 @@ class Plan:
     rate_reps: int = 1  # runs per fixed offered load (lowest p99 kept)
     max_batch: int = 16
     scale_out: bool = False
+    lean_baseline: bool = True  # also measure `naive-lean` (agent/bench/naive.py)
 
 
 QUICK = Plan(saturation_s=2.0, rate_s=1.5, warmup_s=0.4, window=400, raw_s=0.3, drain_s=1.5)
@@ -205,7 +206,7 @@ def measure_systems(
 ) -> dict[str, Any]:
     """Both systems loaded side by side; every measurement taken for one, then the other
     (alternating who goes first), `plan.reps` times, keeping the best of each."""
-    kinds = ("naive", "agent")
+    kinds = ("naive", "agent", *(("naive-lean",) if plan.lean_baseline else ()))
     sys_ = {k: Contender(k, port, list(tasks), opts.models_dir, work) for k in kinds}
     for k in kinds:
         _say(opts, f"{k}: READY after {sys_[k].ready_s:.2f}s")
@@ -292,9 +293,17 @@ def offer_capacity(port: int, payload: Path, work: Path) -> float:
 
 
 def scaling_run(
-    task: str, payload: Path, opts: Options, plan: Plan, work: Path, n_cpus: int, agents: int = 1
+    task: str,
+    payload: Path,
+    opts: Options,
+    plan: Plan,
+    work: Path,
+    n_cpus: int,
+    agents: int = 1,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """The agent's saturation with everything (broker, agent(s), generator) on n CPUs."""
+    """The agent's saturation with everything (broker, agent(s), generator) on n CPUs;
+    `processes` > 1: one agent with that many serving processes (`workers.processes`)."""
     with pinned(n_cpus) as cpus, Mosquitto(persistence=False, extra_config=BROKER_CONFIG) as broker:
         group = "bench-group" if agents > 1 else None
         systems = [
@@ -304,35 +313,49 @@ def scaling_run(
                 [task],
                 opts.models_dir,
                 work,
-                f"bench-{n_cpus}cpu-{agents}x{i}",
+                f"bench-{n_cpus}cpu-{agents}x{i}-p{processes}",
                 group,
+                processes,
             )
             for i in range(agents)
         ]
+        if processes > 1:
+            time.sleep(1.5)  # READY is the main process's; the others connect meanwhile
         try:
             sat = saturation(systems[0], broker.port, task, payload, work, plan)
         finally:
             for s in systems:
                 s.stop()
-        return {"cpus": cpus, "agents": agents, **{k: v for k, v in sat.items() if k != "cdf_ms"}}
+        return {
+            "cpus": cpus,
+            "agents": agents,
+            "processes": processes,
+            **{k: v for k, v in sat.items() if k != "cdf_ms"},
+        }
 
 
 def scaling(
     task: str, payload: Path, opts: Options, plan: Plan, work: Path, cpus: list[int]
 ) -> list[dict[str, Any]]:
-    """The agent's saturation on 1 and 2 CPUs (alternating, best of `plan.reps`), and in
-    the full run two agents sharing the requests ($share) on 2 CPUs."""
+    """The agent's saturation on 1 and 2 CPUs (alternating, best of `plan.reps`): one
+    serving process on each, and `workers.processes: 2` on 2; in the full run also two
+    agents sharing the requests (`scale_out.group`) on 2 CPUs."""
     if len(cpus) < 2:
         return []
-    configs = [(1, 1), (2, 1)] + ([(2, 2)] if plan.scale_out else [])
-    best: dict[tuple[int, int], dict[str, Any]] = {}
+    # (CPUs, agents, serving processes per agent)
+    configs = [(1, 1, 1), (2, 1, 1), (2, 1, 2)] + ([(2, 2, 1)] if plan.scale_out else [])
+    best: dict[tuple[int, int, int], dict[str, Any]] = {}
     for rep in range(plan.reps):
-        for n, agents in configs if rep % 2 == 0 else configs[::-1]:
-            run = scaling_run(task, payload, opts, plan, work, n, agents)
-            prev = best.get((n, agents))
-            best[(n, agents)] = _better(prev, run, "throughput")
-    for (n, agents), run in best.items():
-        _say(opts, f"{agents} agent(s) on {n} CPU(s): {run['throughput_rps']:.0f} req/s")
+        for n, agents, procs in configs if rep % 2 == 0 else configs[::-1]:
+            run = scaling_run(task, payload, opts, plan, work, n, agents, procs)
+            prev = best.get((n, agents, procs))
+            best[(n, agents, procs)] = _better(prev, run, "throughput")
+    for (n, agents, procs), run in best.items():
+        _say(
+            opts,
+            f"{agents} agent(s) x {procs} process(es) on {n} CPU(s): "
+            f"{run['throughput_rps']:.0f} req/s",
+        )
     return [best[c] for c in configs]
 
 

@@ -16,6 +16,9 @@ from agent.bench.procstats import ReadyListener, cpu_seconds, peak_rss_mb
 from agent.devtools.broker import env_without_agent_vars
 
 BASE = "edge-agent"
+# Baseline systems -> their modules: `naive` is the tutorial paho loop of the goals;
+# `naive-lean` the same loop on the agent's own MQTT client (a stricter baseline).
+BASELINES = {"naive": "agent.bench.tutorial", "naive-lean": "agent.bench.naive"}
 
 
 class Loadgen:
@@ -103,7 +106,13 @@ class Loadgen:
 
 
 def _agent_config(
-    path: Path, port: int, agent_id: str, models: Path, tasks: list[str], group: str | None = None
+    path: Path,
+    port: int,
+    agent_id: str,
+    models: Path,
+    tasks: list[str],
+    group: str | None = None,
+    processes: int = 1,
 ) -> Path:
     config: dict[str, Any] = {
         "id": agent_id,
@@ -115,12 +124,14 @@ def _agent_config(
     }
     if group:
         config["scale_out"] = {"group": group}
+    if processes > 1:
+        config["workers"] = {"processes": processes}
     path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
     return path
 
 
 class System:
-    """A system under test as a process: the naive baseline or the agent."""
+    """A system under test as a process: a baseline (BASELINES) or the agent."""
 
     def __init__(
         self,
@@ -131,16 +142,17 @@ class System:
         work: Path,
         agent_id: str,
         group: str | None = None,
+        processes: int = 1,
     ) -> None:
         self.kind, self.agent_id = kind, agent_id
         self.root = f"{BASE}/{group or agent_id}"
         listener = ReadyListener()
         env = env_without_agent_vars() | listener.env
-        if kind == "naive":
+        if kind in BASELINES:
             argv = [
                 sys.executable,
                 "-m",
-                "agent.bench.naive",
+                BASELINES[kind],
                 "--port",
                 str(port),
                 "--id",
@@ -150,7 +162,9 @@ class System:
             ]
             argv += [a for t in tasks for a in ("--task", t)]
         else:
-            cfg = _agent_config(work / f"{agent_id}.yaml", port, agent_id, models_dir, tasks, group)
+            cfg = _agent_config(
+                work / f"{agent_id}.yaml", port, agent_id, models_dir, tasks, group, processes
+            )
             argv = [sys.executable, "-m", "agent", "run", "-c", str(cfg)]
         self.log_path = work / f"{agent_id}.log"
         with self.log_path.open("ab") as log:

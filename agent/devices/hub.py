@@ -1,14 +1,16 @@
 """The device hub: sensor messages in, device results and Home Assistant entities out.
 
-paho's network thread only hands messages over (`offer`) to a bounded queue (full: the
-message is shed, acknowledged and counted). One hub thread takes them in arrival order,
-which keeps each device's readings in order: it parses, checks and windows them
-(`agent/devices/device.py`), evaluates rule tasks itself, and hands model windows to the
-engine's workers (`Engine.submit_internal`), whose answer comes back on a worker thread
-and is published, retained, on `<base>/<id>/<device>/<task>`. Every invalid message gets
-one message on the error topic and changes nothing. The same thread marks devices
-unavailable, publishes the discovery configs and re-announces them when Home Assistant
-comes online.
+paho's network thread only hands messages over (`offer`) to a bounded queue (full: it waits
+up to OFFER_WAIT_S for room, then the message is shed, acknowledged and counted). One hub
+thread takes them in arrival order, which keeps each device's readings in order: it parses,
+checks and windows them (`agent/devices/device.py`), evaluates rule tasks itself, and hands
+model windows to the engine's workers (`Engine.submit_internal`), whose answer comes back on
+a worker thread and is published, retained, on `<base>/<id>/<device>/<task>`: in window
+order per device and task, whichever window the engine answers first
+(`agent/devices/ordering.py`), so the retained topic ends on the newest window and an
+outage's outbox replays them in order. Every invalid message gets one message on the error
+topic and changes nothing. The same thread marks devices unavailable, publishes the
+discovery configs and re-announces them when Home Assistant comes online.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from agent.config import Config
 from agent.devices.bindings import BINDINGS
 from agent.devices.checks import profiles_dir
 from agent.devices.device import Device, Job
+from agent.devices.ordering import ResultOrder
 from agent.devices.profiles import Profile, load_profiles
 from agent.devices.rules import RULES
 from agent.devices.topicmatch import matches
@@ -64,6 +67,9 @@ class InternalEngine(Protocol):
     ) -> bool: ...
 
 
+OFFER_WAIT_S = 1.0  # longest the network thread waits for room in the hub's queue
+
+
 class DeviceHub:
     def __init__(
         self,
@@ -93,6 +99,7 @@ class DeviceHub:
         self._connected = False
         self._announce_at: float | None = None
         self._seq = itertools.count(1)
+        self._order: dict[tuple[str, str], ResultOrder] = {}  # per device and task
         self._last_shed_log = 0.0
         self._apply(config)
 
@@ -122,7 +129,10 @@ class DeviceHub:
         if not any(matches(f, message.topic) for f in self._claimed):
             return False
         try:
-            self._queue.put_nowait(message)
+            # A burst (a broker replaying a fleet's queued readings, say) waits for the hub:
+            # the network thread stops reading meanwhile, which is TCP backpressure on the
+            # broker. Only a hub stuck for OFFER_WAIT_S sheds messages.
+            self._queue.put(message, timeout=OFFER_WAIT_S)
         except queue.Full:
             self._stats.inc("device_messages_shed")
             now = time.monotonic()
@@ -212,6 +222,8 @@ class DeviceHub:
     def _forget(self, device: Device) -> None:
         """A device taken out of the configuration: clear its retained topics."""
         log.info("device %s removed", device.id)
+        for key in [k for k in self._order if k[0] == device.id]:
+            del self._order[key]  # answers still due go out through the stream they hold
         self._publish_retained(self._topics.device_availability(device.id), b"")
         for binding in device.bindings:
             self._publish_retained(self._topics.device_result(device.id, binding.task), b"")
@@ -277,6 +289,10 @@ class DeviceHub:
     def _run_job(self, device: Device, job: Job) -> None:
         binding = BINDINGS[job.task]
         rid = f"{device.id}-{job.task}-{next(self._seq)}"
+        order = self._order.get((device.id, job.task))
+        if order is None:
+            order = self._order[(device.id, job.task)] = ResultOrder()
+        answered = partial(self._answered, device, job, order, order.ticket(time.monotonic()))
         rule = RULES.get(job.task)
         if rule is not None:
             started = time.monotonic()
@@ -294,13 +310,12 @@ class DeviceHub:
                 "degraded": False,
                 "reading": reading,
             }
-            self._answered(device, job, payload)
+            answered(payload)
             return
         canonical = job.values if binding.kind == "image" else binding.canonical(job.values)
-        submitted = self._engine().submit_internal(
-            job.task, canonical, partial(self._answered, device, job), rid=rid
-        )
+        submitted = self._engine().submit_internal(job.task, canonical, answered, rid=rid)
         if not submitted:
+            answered(None)
             self._report(
                 job.source_topic, "overloaded", f"device {device.id}: {job.task} window dropped"
             )
@@ -314,6 +329,20 @@ class DeviceHub:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        # The engine answers each window by its deadline; this only guards against a bug.
+        wait_s = self._config.limits.default_deadline_ms / 1000.0 + 30.0
+        for (device_id, task), order in self._order.items():
+            given_up = order.expire(now, wait_s)
+            if given_up:
+                self._stats.inc("device_results_unordered", given_up)
+                log.warning(
+                    "device %s, task %s: no answer for %d window(s) after %.0fs; "
+                    "publishing the later ones",
+                    device_id,
+                    task,
+                    given_up,
+                    wait_s,
+                )
         for device in self._devices.values():
             seen = device.last_seen
             if device.available and seen is not None and now - seen > device.unavailable_after_s:
@@ -333,9 +362,21 @@ class DeviceHub:
 
     # ------------------------------------------------------------------ any thread
 
-    def _answered(self, device: Device, job: Job, payload: dict[str, Any]) -> None:
-        """An answer for a window (a worker, cloud or timer thread for model tasks)."""
+    def _answered(
+        self,
+        device: Device,
+        job: Job,
+        order: ResultOrder,
+        ticket: int,
+        payload: dict[str, Any] | None,
+    ) -> None:
+        """An answer for a window (a worker, cloud or timer thread for model tasks; None:
+        the engine had no room for it), published once the earlier windows' are."""
+        if payload is None:
+            order.release(ticket, None)
+            return
         if not payload.get("ok"):
+            order.release(ticket, None)
             error = payload.get("error") or {}
             self._report(
                 job.source_topic,
@@ -351,11 +392,14 @@ class DeviceHub:
             "end": round(job.end, 3),
             "samples": job.samples,
         }
+        order.release(ticket, partial(self._publish_result, device, job.task, dumps(out)))
+
+    def _publish_result(self, device: Device, task: str, body: bytes) -> None:
         with self._count_lock:
             device.results += 1
         self._stats.inc("device_results")
         self._stats.inc("messages_out")
-        self._publish_retained(self._topics.device_result(device.id, job.task), dumps(out))
+        self._publish_retained(self._topics.device_result(device.id, task), body)
 
     def _report(self, topic: str, code: str, text: str) -> None:
         log.debug("device message on %s rejected: %s %s", topic, code, text)

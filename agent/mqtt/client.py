@@ -8,12 +8,14 @@ messages are acknowledged by the application (manual ack) once their answer is d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +82,44 @@ class Backoff:
         self.attempt = 0
 
 
+_PUBLISH = 0x30
+_PUBACK = 0x40
+_DISCONNECT = 0xE0
+_MAX_WRITE = 65536  # bytes of queued packets joined into one send()
+_PAHO_CLOCK: Callable[[], float] = getattr(paho, "time_func", time.monotonic)
+
+
+class _QuickInfo(paho.MQTTMessageInfo):
+    """paho's MQTTMessageInfo without its threading.Condition (a tenth of a publish's cost).
+    Used for the agent's own publishes, which never call `wait_for_publish`."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self._published = False
+        self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _set_as_published(self) -> None:
+        self._published = True
+
+    def is_published(self) -> bool:
+        return self._published
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        raise RuntimeError("not waitable: use the MQTT client's delivery callbacks")
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
 _PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
@@ -98,6 +138,131 @@ class _BufferedClient(paho.Client):
 
     _rbuf = b""
     _rpos = 0
+    net_thread = 0  # ident of the thread that runs the loop (set by MqttClient)
+
+    def publish(  # type: ignore[override]
+        self,
+        topic: str,
+        payload: bytes | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> paho.MQTTMessageInfo:
+        """paho's publish, for the common case (QoS 0/1, no properties, connected) without
+        its per-message logging, Condition and intermediate copies; the session state
+        (`_out_messages`, in-flight count, mids) is kept exactly as paho keeps it, so its
+        PUBACK handling and resends after a reconnect apply unchanged."""
+        if qos > 1 or properties is not None or self._sock is None or type(payload) is not bytes:
+            return super().publish(topic, payload, qos, retain, properties)
+        topic_b = topic.encode("utf-8")
+        if not topic_b or b"+" in topic_b or b"#" in topic_b or len(topic_b) > 65535:
+            return super().publish(topic, payload, qos, retain, properties)  # raises
+        mid = self._mid_generate()
+        info = _QuickInfo(mid)
+        props = b"\x00" if self._protocol == paho.MQTTv5 else b""
+        remaining = 2 + len(topic_b) + (2 if qos else 0) + len(props) + len(payload)
+        packet = b"".join(
+            (
+                bytes((_PUBLISH | (qos << 1) | int(retain),)),
+                _remaining_length(remaining),
+                len(topic_b).to_bytes(2, "big"),
+                topic_b,
+                mid.to_bytes(2, "big") if qos else b"",
+                props,
+                payload,
+            )
+        )
+        if qos == 0:
+            info.rc = self._packet_queue(_PUBLISH, packet, mid, 0, info)
+            return info
+        message = paho.MQTTMessage.__new__(paho.MQTTMessage)
+        message.timestamp = _PAHO_CLOCK()
+        message.dup = False
+        message.mid = mid
+        message._topic = topic_b
+        message.payload = payload
+        message.qos = qos
+        message.retain = retain
+        message.info = info
+        message.properties = None
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            self._out_messages[mid] = message
+            limit = self._max_inflight_messages
+            if limit == 0 or self._inflight_messages < limit:
+                self._inflight_messages += 1
+                message.state = paho.mqtt_ms_wait_for_puback
+                info.rc = self._packet_queue(_PUBLISH, packet, mid, qos, info)
+            else:
+                message.state = paho.mqtt_ms_queued
+        return info
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        # paho's PUBACK without its per-packet logging call and struct packing
+        if self._manual_ack and qos == 1:
+            packet = bytes((_PUBACK, 2, mid >> 8, mid & 0xFF))
+            return self._packet_queue(_PUBACK, packet, mid, 1)
+        return super().ack(mid, qos)
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        # paho writes a byte to its socket pair for every packet to wake select(); the
+        # network thread's own packets (answers, acks) are written on its next turn anyway.
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        if self._sockpairW is not None and threading.get_ident() != self.net_thread:
+            with contextlib.suppress(BlockingIOError):
+                self._sockpairW.send(b"0")
+        self._call_socket_register_write()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # One send() for many small packets (paho sends each on its own). Packets that need
+        # paho's bookkeeping after the write (QoS 0 PUBLISH, DISCONNECT) go through it.
+        out = self._out_packet  # other threads only ever append to it
+        if len(out) > 1:
+            taken: list[Any] = []
+            size = 0
+            while out and size < _MAX_WRITE:
+                head = out[0]
+                kind = head["command"] & 0xF0
+                if head["pos"] or kind == _DISCONNECT or (kind == _PUBLISH and not head["qos"]):
+                    break
+                taken.append(out.popleft())
+                size += len(head["packet"])
+            if len(taken) > 1:
+                joined = b"".join(p["packet"] for p in taken)
+                out.appendleft(
+                    {
+                        "command": 0,
+                        "mid": 0,
+                        "qos": 1,
+                        "pos": 0,
+                        "to_process": len(joined),
+                        "packet": joined,
+                        "info": None,
+                    }
+                )
+            elif taken:
+                out.appendleft(taken[0])
+        return super()._packet_write()
 
     def reset_buffer(self) -> None:
         self._rbuf, self._rpos = b"", 0
@@ -157,6 +322,9 @@ class _BufferedClient(paho.Client):
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    # called on the network thread once the packets of one socket read are handled
+    after_read: Callable[[], None] | None = None
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         while (
@@ -165,6 +333,8 @@ class _BufferedClient(paho.Client):
             and self._rpos < len(self._rbuf)
         ):
             rc = super().loop_read(max_packets)
+        if self.after_read is not None:
+            self.after_read()
         return rc
 
 
@@ -183,8 +353,11 @@ class MqttClient:
         max_inflight: int = 100,
         outbox: Outbox | None = None,
         receive_maximum: int | None = None,
+        on_read_done: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_read_done = on_read_done
+        self._valid_topics: set[str] = set()
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_connected = on_connected
@@ -234,6 +407,8 @@ class MqttClient:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.fast_handler = self._dispatch
+        if on_read_done is not None:
+            self._client.after_read = self._read_done
         self._client.on_publish = self._handle_publish
         # With our own loop() paho writes to the socket from whichever thread publishes,
         # racing the network thread (interleaved packets). A register-write hook makes it
@@ -258,7 +433,8 @@ class MqttClient:
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 2.0) -> None:
         """Publish `final` (retained, QoS 1) if connected, then disconnect cleanly."""
         if final is not None and self.connected:
-            info = self._client.publish(final[0], final[1], qos=1, retain=True)
+            # paho's own publish: its MQTTMessageInfo can be waited on
+            info = paho.Client.publish(self._client, final[0], final[1], qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:
@@ -276,6 +452,7 @@ class MqttClient:
 
     def _run(self) -> None:
         cfg = self._config
+        self._client.net_thread = threading.get_ident()
         while not self._stop.is_set():
             try:
                 self._connect()
@@ -424,6 +601,13 @@ class MqttClient:
         except Exception:
             log.exception("message handler failed for %s", topic)
 
+    def _read_done(self) -> None:
+        assert self._on_read_done is not None
+        try:
+            self._on_read_done()
+        except Exception:
+            log.exception("read handler failed")
+
     def _handle_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
@@ -465,7 +649,7 @@ class MqttClient:
         return result != "refused"
 
     def _send_now(self, message: OutMessage, on_delivered: Callable[[], None]) -> SendResult:
-        if not valid_topic(message.topic):
+        if message.topic not in self._valid_topics and not self._check_topic(message.topic):
             log.warning("publish to %r refused: not a valid topic", message.topic[:80])
             return "refused"
         properties = None
@@ -499,6 +683,15 @@ class MqttClient:
         if early:
             on_delivered()
         return "sent"
+
+    def _check_topic(self, topic: str) -> bool:
+        """valid_topic, remembering the valid ones (a few hundred: answers go to a handful)."""
+        if not valid_topic(topic):
+            return False
+        if len(self._valid_topics) >= 512:
+            self._valid_topics.clear()
+        self._valid_topics.add(topic)
+        return True
 
     def outbox_backlog(self) -> int:
         return self._relay.backlog if self._relay is not None else 0

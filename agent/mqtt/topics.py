@@ -19,6 +19,8 @@ class Topics:
     base: str
     agent_id: str
     group: str | None = None  # scale-out: requests and answers live under the group's name
+    # `workers.processes` > 1 (alone): the agent's serving processes share its requests
+    serve_share: str | None = None
 
     @property
     def root(self) -> str:
@@ -56,6 +58,8 @@ class Topics:
         one MQTT 5 shared subscription per served task, so the broker hands each request to
         one member that serves that task."""
         if not self.group:
+            if self.serve_share:
+                return [f"$share/{self.serve_share}/{self.request_filter}"]
             return [self.request_filter]
         return [f"$share/{self.group}/{self.request(task)}" for task in tasks]
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -82,7 +82,24 @@ def report(figures: Figures) -> Figures:
 # ----------------------------------------------------------------------------- requester
 
 
-class LoadClient:
+class _Subscriber:
+    """A test MQTT client used as a context manager: connected, subscribed, then stopped."""
+
+    _mqtt: MqttClient
+    _what = "client"
+
+    def __enter__(self) -> Self:
+        self._mqtt.start()
+        if not self._mqtt.wait_connected(10):
+            raise RuntimeError(f"{self._what} could not connect")
+        time.sleep(0.3)  # SUBACK before anything is published
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mqtt.stop()
+
+
+class LoadClient(_Subscriber):
     """Sends requests and collects answers by id over a persistent MQTT session (clean
     start off, session expiry set, a stable client id), so answers published while it is
     disconnected (a broker restart) are delivered when it is back, as for a real user."""
@@ -128,15 +145,7 @@ class LoadClient:
             max_inflight=0,
         )
 
-    def __enter__(self) -> LoadClient:
-        self._mqtt.start()
-        if not self._mqtt.wait_connected(10):
-            raise RuntimeError("load client could not connect")
-        time.sleep(0.3)  # SUBACK before the first request
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._mqtt.stop()
+    _what = "load client"
 
     def _on_message(self, message: Message) -> None:
         now = time.monotonic()
@@ -269,6 +278,75 @@ class LoadClient:
             return [self.answers[i][0][1] for i in ids if i in self.answers]
 
 
+# ----------------------------------------------------------------------------- observer
+
+
+@dataclass(frozen=True)
+class Arrival:
+    at: float  # time.monotonic()
+    topic: str
+    payload: bytes
+    dup: bool  # the broker sent it again (QoS 1 DUP flag)
+
+
+class Recorder(_Subscriber):
+    """Records every message on `filters` with its arrival time, over a persistent session
+    (as LoadClient), so what the agent publishes while the recorder is cut off by a broker
+    outage reaches it on the broker's return, as it would a real subscriber (Home
+    Assistant). Retained messages the broker sends because the recorder subscribed again
+    are old states, not deliveries: they are counted apart (`retained_on_subscribe`). Also
+    publishes, at QoS 1, as a device would."""
+
+    def __init__(self, host: str, port: int, filters: list[str]) -> None:
+        self._cond = threading.Condition()
+        self.arrivals: list[Arrival] = []
+        self.retained_on_subscribe = 0
+        config = MqttConfig(  # type: ignore[call-arg]
+            host=host,
+            port=port,
+            session_expiry_s=3600,
+            keepalive_s=10,
+            reconnect={"min_delay_s": 0.1, "max_delay_s": 1.0},
+        )
+        self._mqtt = MqttClient(
+            config,
+            f"recorder-{uuid.uuid4().hex[:8]}",
+            will=None,
+            subscriptions=[(f, 1) for f in filters],
+            on_message=self._on_message,
+            manual_ack=False,
+            max_inflight=0,
+        )
+
+    _what = "recorder"
+
+    def _on_message(self, message: Message) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if message.retain:
+                self.retained_on_subscribe += 1
+            else:
+                self.arrivals.append(Arrival(now, message.topic, message.payload, message.dup))
+            self._cond.notify_all()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._mqtt.publish(topic, payload, qos=1)
+
+    def on(self, topic: str) -> list[Arrival]:
+        with self._cond:
+            return [a for a in self.arrivals if a.topic == topic]
+
+    def wait(self, done: Callable[[list[Arrival]], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._cond:
+            while not done(self.arrivals):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
+
 # ----------------------------------------------------------------------------- the agent
 
 
@@ -284,8 +362,10 @@ class AgentProcess:
         *,
         agent_id: str | None = None,
         env: dict[str, str] | None = None,
+        config: Path = DEPLOY_CONFIG,
     ) -> None:
         self.agent_id = agent_id or f"f{uuid.uuid4().hex[:8]}"
+        self.config = config
         self.work = work
         self.state_dir = work / "state"
         self.env = agent_env(
@@ -304,7 +384,7 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         self.starts += 1
-        self.proc = start_agent(DEPLOY_CONFIG, self.env, self.work, name="agent")
+        self.proc = start_agent(self.config, self.env, self.work, name="agent")
         return self
 
     def kill(self) -> None:
@@ -328,12 +408,18 @@ class AgentProcess:
 
     def outbox_rows(self) -> list[bytes]:
         """Payloads waiting in the outbox, in order (read-only, while the agent runs)."""
+        return [payload for _, _, payload in self.outbox_messages()]
+
+    def outbox_messages(self) -> list[tuple[float, str, bytes]]:
+        """(stored at, wall clock; topic; payload) of the messages waiting in the outbox,
+        in order."""
         path = self.state_dir / f"outbox-{self.agent_id}.sqlite3"
         if not path.exists():
             return []
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            return [bytes(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
+            rows = db.execute("SELECT created, topic, payload FROM outbox ORDER BY seq")
+            return [(float(c), str(t), bytes(p)) for c, t, p in rows.fetchall()]
         finally:
             db.close()
 

@@ -66,7 +66,7 @@ def test_bench_smoke_writes_json_markdown_and_plots(tmp_path: Path, digits_model
     raw = report["raw"]["digits"]
     assert raw["batch1"]["samples_per_s"] > 0 and raw["batched"]["samples_per_s"] > 0
     assert report["generator_offer_rps"] > 0
-    for kind in ("naive", "agent"):
+    for kind in ("naive", "naive-lean", "agent"):
         system = report["systems"][kind]
         assert 0 < system["ready_s"] < 60
         assert system["peak_rss_mb"] > 10
@@ -81,13 +81,16 @@ def test_bench_smoke_writes_json_markdown_and_plots(tmp_path: Path, digits_model
             assert len(run["cdf_ms"]) == 201
     ratios = report["ratios"]["digits"]
     assert ratios["saturation_agent_over_naive"] is not None
+    assert report["ratios_naive_lean"]["digits"]["saturation_agent_over_naive"] is not None
     assert ratios["saturation_agent_over_raw_batch1"] is not None
     assert {g["goal"].split(" ")[0] for g in report["goals"]} >= {"saturation", "p99", "peak"}
     if machine["cpus_allowed"] >= 2:
-        assert [len(s["cpus"]) for s in report["scaling"]] == [1, 2]
+        assert [len(s["cpus"]) for s in report["scaling"]] == [1, 2, 2]
+        assert [s["processes"] for s in report["scaling"]] == [1, 1, 2]
 
     md = (out / "bench.md").read_text()
     assert "| digits | naive |" in md and "| digits | agent |" in md
+    assert "| digits | naive-lean |" in md and "Against naive-lean on digits" in md
     assert "raw interpreter" in md and "Ratios on digits" in md
     assert md in proc.stdout  # the table is printed too
     for png in ("throughput.png", "latency_cdf.png"):

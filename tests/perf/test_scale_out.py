@@ -73,13 +73,15 @@ class Watcher:
         return int(digits.get("answered", 0)) if isinstance(digits, dict) else 0
 
 
-def send(watcher: Watcher, inputs: list[dict[str, object]], tag: str) -> list[str]:
+def send(
+    watcher: Watcher, inputs: list[dict[str, object]], tag: str, root: str = GROUP
+) -> list[str]:
     ids = []
     for i, item in enumerate(inputs):
         rid = f"{tag}-{i}"
         ids.append(rid)
         payload = orjson.dumps({"id": rid, "input": item})
-        watcher.mqtt.publish(f"edge-agent/{GROUP}/request/digits", payload, qos=1)
+        watcher.mqtt.publish(f"edge-agent/{root}/request/digits", payload, qos=1)
     return ids
 
 

@@ -74,6 +74,12 @@ def test_ready_watchdog_and_stopping_from_the_daemon(
             while not notify.times("READY=1") and time.monotonic() < end:
                 time.sleep(0.05)
             assert notify.times("READY=1"), agent.output()
+            # READY=1 (a datagram) and the retained `online` (through the broker) race
+            end = time.monotonic() + 5
+            while time.monotonic() < end and not [
+                p for t, p, _ in c.messages if t.endswith("/status")
+            ]:
+                time.sleep(0.02)
             assert [p for t, p, _ in c.messages if t.endswith("/status")][-1] == b"online"
             time.sleep(3.2)
             pets = notify.times("WATCHDOG=1")
@@ -102,8 +108,11 @@ def test_watchdog_stops_when_a_worker_is_wedged(
     try:
         time.sleep(1.0)
         assert len(notify.times("WATCHDOG=1")) >= 3
-        # Wedge the workers: inference that never returns (a hung delegate, a deadlock).
-        for models in agent.engine._worker_models:
+        # Wedge the workers and the network thread's inline interpreters: inference that
+        # never returns (a hung delegate, a deadlock).
+        inline = agent.engine._inline_models
+        assert inline, "digits is served inline by default"
+        for models in [*agent.engine._worker_models, inline]:
             for model in models.values():
                 model.predict = lambda x: (release.wait(), x)[1]  # type: ignore[method-assign]
         with RequestClient(broker.host, broker.port, config.id) as c:

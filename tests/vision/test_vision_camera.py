@@ -132,3 +132,40 @@ cameras:
         assert all(r["source"] == "edge" for r in results)
     assert stats["motion"]["skipped"] > 0
     assert stats["counts"]["source_messages"] == len(jpegs)
+
+
+def test_a_camera_is_read_while_the_broker_is_down(
+    pretrained: Path, broker: Mosquitto, tmp_path: Path
+) -> None:
+    """An agent (re)started during a broker outage reads its local camera at once: its
+    events wait in the outbox, instead of the camera waiting for the broker."""
+    video = tmp_path / "room.avi"
+    imaging.write_video(str(video), _frames(), fps=10)
+    config = vision_config(
+        broker,
+        tmp_path,
+        f"""
+state_dir: {tmp_path / "state"}
+cameras:
+  hall:
+    source: {{type: opencv, url: "{video}", fps: 20}}
+    tasks: [person]
+    motion: {{hold_s: 0.5, refresh_s: 0}}
+""",
+    )
+    broker.stop()
+    agent = Agent(config)
+    try:
+        agent.start(connect_timeout=2)  # gives up waiting for the broker after 2 s
+        assert not agent.mqtt.connected and agent.cameras is not None
+        pipeline = agent.cameras.cameras["hall"]
+        assert pipeline.source.counts["frames"] > 0, "frames read while waiting for the broker"
+        assert isinstance(pipeline.source, OpenCvSource)
+        assert _wait(pipeline.source.finished.is_set, 30)
+        time.sleep(0.5)  # the last frame's analysis
+        assert agent.state_db is not None
+        stored = [r.message for r in agent.state_db.fetch(0, 1000)]
+        events = [json.loads(m.payload) for m in stored if m.topic.endswith("/events")]
+        assert [e["type"] for e in events] == ["start", "end"]
+    finally:
+        agent.shutdown()

@@ -1,0 +1,119 @@
+"""More serving processes for one agent (`workers.processes`).
+
+One Python process runs Python on one core at a time (the GIL), so on a multi-core board
+the agent starts `processes - 1` more processes of itself that serve requests only. They
+and the main process subscribe to the requests through one MQTT 5 shared subscription, so
+the broker hands each request to one of them. The main process keeps everything else
+(status, devices, cameras, the bridge, Home Assistant, metrics, the systemd watchdog),
+restarts a serving process that dies (with backoff), forwards SIGHUP and stops them with
+itself. Each serving process has its own MQTT session (`<client id>-p<N>`) and its own
+outbox and de-duplication file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+_SYSTEMD_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class ServingProcesses:
+    def __init__(self, count: int, config_path: Path | None, poll_s: float = 0.5) -> None:
+        self._count = count
+        self._config_path = config_path
+        self._poll_s = poll_s
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._restart_at: dict[int, float] = {}
+        self._started: dict[int, float] = {}
+        self._delay: dict[int, float] = {}
+        self._given_up: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="serving-procs", daemon=True)
+        self.restarts = 0
+
+    def argv(self, index: int) -> list[str]:
+        argv = [sys.executable, "-m", "agent", "run", "--serving-process", str(index)]
+        if self._config_path is not None:
+            argv += ["--config", str(self._config_path)]
+        return argv
+
+    def start(self) -> None:
+        for index in range(1, self._count + 1):
+            self._spawn(index)
+        self._thread.start()
+
+    def pids(self) -> dict[int, int]:
+        with self._lock:
+            return {i: p.pid for i, p in self._procs.items() if p.poll() is None}
+
+    def _spawn(self, index: int) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
+        proc = subprocess.Popen(self.argv(index), env=env, stdin=subprocess.DEVNULL)
+        with self._lock:
+            self._procs[index] = proc
+            self._started[index] = time.monotonic()
+        log.info("serving process %d started (pid %d)", index, proc.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            now = time.monotonic()
+            with self._lock:
+                items = list(self._procs.items())
+            for index, proc in items:
+                code = proc.poll()
+                if code is None or index in self._given_up or self._stop.is_set():
+                    continue
+                if code == EX_CONFIG:  # its configuration or models are wrong: no retry storm
+                    log.error("serving process %d refused its configuration; not restarting", index)
+                    self._given_up.add(index)
+                    continue
+                due = self._restart_at.get(index)
+                if due is None:
+                    if now - self._started.get(index, now) > 60.0:
+                        self._delay[index] = 0.5  # it ran for a while: start over
+                    delay = min(30.0, self._delay.get(index, 0.5) * 2)
+                    self._delay[index] = delay
+                    self._restart_at[index] = now + delay
+                    log.warning(
+                        "serving process %d exited with %s; restarting in %.1fs", index, code, delay
+                    )
+                elif now >= due:
+                    del self._restart_at[index]
+                    self.restarts += 1
+                    self._spawn(index)
+
+    def forward(self, signum: int) -> None:
+        for proc in self._alive():
+            proc.send_signal(signum)
+
+    def _alive(self) -> list[subprocess.Popen[bytes]]:
+        with self._lock:
+            return [p for p in self._procs.values() if p.poll() is None]
+
+    def terminate(self) -> None:
+        """Ask every serving process to stop (they finish what they hold, like the agent)."""
+        self._stop.set()
+        self.forward(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for them to exit; kill what is still running after `timeout`."""
+        end = time.monotonic() + timeout
+        for proc in self._alive():
+            try:
+                proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
