@@ -386,6 +386,8 @@ class Agent:
         """Apply a new configuration without dropping messages: tasks, thresholds and models
         are swapped between batches. Returns notes on what needs a restart instead.
         Raises EdgeAgentError (and keeps serving the old one) if the new one cannot load."""
+        if self.serving_only:
+            config = serving_only(config)
         with self._reload_lock:  # SIGHUP and the bridge's `reload` may overlap
             return self._reload(config)
 

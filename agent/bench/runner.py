@@ -29,9 +29,9 @@ from agent.devtools.broker import Mosquitto
 from agent.registry import Registry, load_testset
 from agent.tasks import TASKS
 
-# Small packets at once (mosquitto leaves Nagle on by default, which holds an answer back
-# until the previous segment is acknowledged: tens of ms at low load, for every system).
-BROKER_CONFIG = "set_tcp_nodelay true"
+# The private broker (agent/devtools/broker.py) runs with `set_tcp_nodelay true`, as the
+# deployment config does: mosquitto leaves Nagle on by default, which holds an answer back
+# until the previous segment is acknowledged, tens of ms at low load, for every system.
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ def scaling_run(
 ) -> dict[str, Any]:
     """The agent's saturation with everything (broker, agent(s), generator) on n CPUs;
     `processes` > 1: one agent with that many serving processes (`workers.processes`)."""
-    with pinned(n_cpus) as cpus, Mosquitto(persistence=False, extra_config=BROKER_CONFIG) as broker:
+    with pinned(n_cpus) as cpus, Mosquitto(persistence=False) as broker:
         group = "bench-group" if agents > 1 else None
         systems = [
             System(
@@ -389,7 +389,7 @@ def run(opts: Options) -> dict[str, Any]:
                 f"{report['raw'][name]['batched']['samples_per_s']:.0f} /s batch {plan.max_batch}",
             )
         first = next(iter(tasks))
-        with Mosquitto(persistence=False, extra_config=BROKER_CONFIG) as broker:
+        with Mosquitto(persistence=False) as broker:
             report["generator_offer_rps"] = offer_capacity(broker.port, payloads[first], work)
             _say(opts, f"one generator process offers {report['generator_offer_rps']:.0f} req/s")
             report["systems"] = measure_systems(broker.port, tasks, payloads, opts, plan, work)

@@ -62,6 +62,9 @@ class Mosquitto:
             f"persistence_location {self._dir}/",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            # as deploy/mosquitto/mosquitto.conf: with Nagle's algorithm on, a small packet
+            # can wait for a delayed ACK (40 ms), which tests would measure as agent latency
+            "set_tcp_nodelay true",
             "log_type error",
             "log_type warning",
             "log_type notice",

@@ -335,6 +335,9 @@ class _BufferedClient(paho.Client):
             rc = super().loop_read(max_packets)
         if self.after_read is not None:
             self.after_read()
+            if self._out_packet and self._sock is not None:
+                # The answers just queued go out now, not after one more select() round.
+                self.loop_write()
         return rc
 
 
