@@ -16,7 +16,7 @@ from agent.cloud.client import CloudClient
 from agent.config import Config, load_config
 from agent.dedupe import Dedupe
 from agent.devices.hub import DeviceHub
-from agent.engine import Engine, TaskRuntime
+from agent.engine import Engine, TaskRuntime, serves_inline
 from agent.errors import EdgeAgentError, ModelLoadError, MqttAuthError, MqttError
 from agent.metrics import Gauges, serve_metrics
 from agent.mqtt.client import Message, MqttClient, Will
@@ -81,8 +81,7 @@ def load_inline_models(
     """The network thread's own interpreters (`workers.inline`), for the tasks it serves."""
     if not config.workers.inline:
         return None
-    small = {n: rt for n, rt in tasks.items() if not rt.task.image_input}
-    return _load_models(config, small)
+    return _load_models(config, {n: rt for n, rt in tasks.items() if serves_inline(rt)})
 
 
 def _load_models(config: Config, tasks: dict[str, TaskRuntime]) -> dict[str, LoadedModel]:
@@ -227,7 +226,7 @@ class Agent:
             self.serving = ServingProcesses(config.workers.processes - 1, config_path)
         self._metrics_server: Any = None
         # an extra serving process reports its own counters under `<root>/stats/p<N>`
-        self._stats_topic = self.topics.stats + (suffix.replace("-", "/") if suffix else "")
+        self._stats_topic = self.topics.stats + (f"/p{process_index}" if process_index else "")
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 
     # ------------------------------------------------------------------ callbacks

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.background import Background
 from agent.devices.rules import RULES
 from agent.engine import TaskRuntime
 from agent.errors import EdgeAgentError, InputError
@@ -67,15 +67,13 @@ def _transaction(obj: Any) -> Any:
     return None
 
 
-class Bridge:
+class Bridge(Background[Mqtt]):
     def __init__(self, topics: Topics, qos: int, host: Host) -> None:
+        super().__init__("bridge")
         self._topics = topics
         self._qos = qos
         self._host = host
-        self._mqtt: Mqtt | None = None
         self._queue: queue.Queue[Message] = queue.Queue(maxsize=QUEUE_SIZE)
-        self._running = threading.Event()
-        self._thread: threading.Thread | None = None
         self._ops: dict[str, Callable[[Any], dict[str, Any]]] = {
             "health": self._health,
             "tasks": self._tasks,
@@ -85,19 +83,6 @@ class Bridge:
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(self._topics.bridge_request_filter, self._qos)]
-
-    def attach(self, mqtt: Mqtt) -> None:
-        self._mqtt = mqtt
-
-    def start(self) -> None:
-        self._running.set()
-        self._thread = threading.Thread(target=self._run, name="bridge", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._running.clear()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ network thread
 

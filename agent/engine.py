@@ -7,9 +7,9 @@ hand-off per request, and a saturated agent reads from the broker only as fast a
 answers (TCP backpressure). Everything else (image tasks, large payloads, device windows)
 goes to worker threads, each with its own interpreters, which take micro-batches from a
 bounded queue, validate, run the edge model and either answer or hand the job to the
-cloud pool. A deadline timer guarantees that a job
-waiting for the cloud is answered (degraded) by its deadline even if the cloud hangs; a
-per-job guard makes sure the late cloud answer is then dropped, not sent twice.
+cloud pool. A deadline timer guarantees that a job waiting for the cloud is answered
+(degraded) by its deadline even if the cloud hangs; a per-job guard makes sure the late
+cloud answer is then dropped, not sent twice.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Job:
     copies: list[Message] = field(default_factory=list)  # broker redeliveries of this message
 
 
-__all__ = ["Engine", "TaskRuntime", "top_result"]
+__all__ = ["Engine", "TaskRuntime", "serves_inline", "top_result"]
 
 
 class Engine:
@@ -736,16 +736,20 @@ class Engine:
 INLINE_MAX_BYTES = 32_768
 
 
+def serves_inline(rt: TaskRuntime) -> bool:
+    """A task the network thread can serve itself (`workers.inline`): small inputs, so
+    not an image task; the edge model is checked by the caller."""
+    return not rt.task.image_input
+
+
 def _inline_tasks(
     tasks: dict[str, TaskRuntime], inline_models: dict[str, LoadedModel] | None
 ) -> frozenset[str]:
-    """Tasks the network thread serves itself: a local model, small non-image inputs."""
+    """Tasks the network thread serves itself: an inline interpreter, small inputs."""
     if inline_models is None:
         return frozenset()
     return frozenset(
-        name
-        for name, rt in tasks.items()
-        if name in inline_models and not rt.task.image_input
+        name for name, rt in tasks.items() if name in inline_models and serves_inline(rt)
     )
 
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,21 +95,33 @@ def parse_args(prog: str, description: str | None, argv: list[str] | None) -> ar
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args("python -m agent.bench.naive", __doc__, argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    agent = NaiveAgent(args.host, args.port, args.id, Path(args.models), args.task, args.qos)
-    agent.mqtt.start()
-    if not agent.mqtt.wait_connected(10):
+def serve(name: str, start: Callable[[], bool], stop: Callable[[], None]) -> int:
+    """A baseline's life: `start` (True once it serves), READY=1, then serve until SIGTERM
+    or SIGINT, then `stop`."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    if not start():
         print("cannot connect to the broker", file=sys.stderr)
         return 1
-    time.sleep(0.1)  # SUBACK
-    Notifier().ready("naive agent serving")
-    stop.wait()
-    agent.mqtt.stop(timeout=1.0)
+    Notifier().ready(f"{name} agent serving")
+    stopping.wait()
+    stop()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("python -m agent.bench.naive", __doc__, argv)
+    agent = NaiveAgent(args.host, args.port, args.id, Path(args.models), args.task, args.qos)
+
+    def start() -> bool:
+        agent.mqtt.start()
+        if not agent.mqtt.wait_connected(10):
+            return False
+        time.sleep(0.1)  # SUBACK
+        return True
+
+    return serve("naive", start, lambda: agent.mqtt.stop(timeout=1.0))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ and PUBACK over a plain socket, with many packets per system call.
 Why not `agent.mqtt.client`: a load generator has to cost far less per message than the
 agent it measures, or on a 2-core machine it measures itself. paho spends tens of
 microseconds of Python per packet (and three `recv` calls to read one); here a batch of
-requests is one `sendall`, and one `recv` of 256 KiB is parsed in a tight loop. The agent and
-the naive baseline both use `agent.mqtt.client` (paho), so the comparison stays fair. No TLS,
-no auth, no reconnect: it talks to the benchmark's own broker on loopback.
+requests is one `sendall`, and one `recv` of 256 KiB is parsed in a tight loop. The systems
+it measures all speak through paho: the tutorial baseline directly, the agent and the
+naive-lean baseline through `agent.mqtt.client`. No TLS, no auth, no reconnect: it talks to
+the benchmark's own broker on loopback.
 """
 
 from __future__ import annotations
@@ -16,18 +17,11 @@ import struct
 import threading
 from collections.abc import Callable
 
+from agent.mqtt.codec import varint
+
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, DISCONNECT = 1, 2, 3, 4, 8, 9, 14
 
 OnPublish = Callable[[str, bytes], None]
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def utf8(s: str) -> bytes:

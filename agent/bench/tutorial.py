@@ -14,7 +14,6 @@ paho directly (everywhere else only `agent/mqtt/client.py` does), because that i
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.bench.naive import answer, load_models, parse_args
+from agent.bench.naive import answer, load_models, parse_args, serve
 from agent.config import LimitsConfig
-from agent.service.notify import Notifier
 
 
 class TutorialAgent:
@@ -62,19 +60,17 @@ class TutorialAgent:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args("python -m agent.bench.tutorial", __doc__, argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     agent = TutorialAgent(args.host, args.port, args.id, Path(args.models), args.task, args.qos)
-    agent.client.loop_start()
-    if not agent.subscribed.wait(10):
-        print("cannot connect to the broker", file=sys.stderr)
-        return 1
-    Notifier().ready("tutorial agent serving")
-    stop.wait()
-    agent.client.disconnect()
-    agent.client.loop_stop()
-    return 0
+
+    def start() -> bool:
+        agent.client.loop_start()
+        return agent.subscribed.wait(10)
+
+    def stop() -> None:
+        agent.client.disconnect()
+        agent.client.loop_stop()
+
+    return serve("tutorial", start, stop)
 
 
 if __name__ == "__main__":

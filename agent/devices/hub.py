@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
+from agent.background import Background
 from agent.config import Config
 from agent.devices.bindings import BINDINGS
 from agent.devices.checks import profiles_dir
@@ -70,7 +71,7 @@ class InternalEngine(Protocol):
 OFFER_WAIT_S = 1.0  # longest the network thread waits for room in the hub's queue
 
 
-class DeviceHub:
+class DeviceHub(Background[Mqtt]):
     def __init__(
         self,
         config: Config,
@@ -79,12 +80,12 @@ class DeviceHub:
         engine: Callable[[], InternalEngine],
         tasks: Callable[[], Mapping[str, TaskRuntime]],
     ) -> None:
+        super().__init__("devices")
         self._config = config
         self._topics = topics
         self._stats = stats
         self._engine = engine
         self._tasks = tasks
-        self._mqtt: Mqtt | None = None
         self._queue: queue.Queue[Message] = queue.Queue(maxsize=config.workers.queue_size)
         self._lock = threading.RLock()  # the hub's state; held by the hub thread per message
         self._count_lock = threading.Lock()
@@ -94,8 +95,6 @@ class DeviceHub:
         self._announcer = Announcer(
             self._publish_retained, config.id, topics.root, {topics.status, topics.stats}
         )
-        self._running = threading.Event()
-        self._thread: threading.Thread | None = None
         self._connected = False
         self._announce_at: float | None = None
         self._seq = itertools.count(1)
@@ -108,19 +107,6 @@ class DeviceHub:
     def subscriptions(self) -> list[tuple[str, int]]:
         """Topics to subscribe to when the MQTT client is built."""
         return list(self._subscriptions)
-
-    def attach(self, mqtt: Mqtt) -> None:
-        self._mqtt = mqtt
-
-    def start(self) -> None:
-        self._running.set()
-        self._thread = threading.Thread(target=self._run, name="devices", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._running.clear()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ network thread
 

@@ -14,6 +14,16 @@ from agent.config import MqttConfig
 from agent.mqtt.client import Message, MqttClient
 
 
+def parse_answer(payload: bytes) -> tuple[str, dict[str, Any]] | None:
+    """An answer's request id and body; None for anything else (not JSON, no string id)."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    rid = body.get("id") if isinstance(body, dict) else None
+    return (rid, body) if isinstance(rid, str) else None
+
+
 class RequestClient:
     def __init__(
         self,
@@ -60,12 +70,9 @@ class RequestClient:
         with self._lock:
             self.messages.append((message.topic, message.payload, now))
             if "/response/" in message.topic:
-                try:
-                    body = orjson.loads(message.payload)
-                except orjson.JSONDecodeError:
-                    return
-                rid = body.get("id") if isinstance(body, dict) else None
-                if isinstance(rid, str):
+                answer = parse_answer(message.payload)
+                if answer is not None:
+                    rid, body = answer
                     self.answers[rid].append(body)
                     self.received_at.setdefault(rid, now)
             self._lock.notify_all()

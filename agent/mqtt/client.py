@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.errors import MqttAuthError, MqttError
+from agent.mqtt.codec import varint
 from agent.outbox import Outbox, OutMessage, Relay, SendResult
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,6 @@ class _QuickInfo(paho.MQTTMessageInfo):
         raise RuntimeError("not waitable: use the MQTT client's delivery callbacks")
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
 _PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
@@ -164,7 +156,7 @@ class _BufferedClient(paho.Client):
         packet = b"".join(
             (
                 bytes((_PUBLISH | (qos << 1) | int(retain),)),
-                _remaining_length(remaining),
+                varint(remaining),
                 len(topic_b).to_bytes(2, "big"),
                 topic_b,
                 mid.to_bytes(2, "big") if qos else b"",

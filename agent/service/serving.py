@@ -53,10 +53,6 @@ class ServingProcesses:
             self._spawn(index)
         self._thread.start()
 
-    def pids(self) -> dict[int, int]:
-        with self._lock:
-            return {i: p.pid for i, p in self._procs.items() if p.poll() is None}
-
     def _spawn(self, index: int) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
         proc = subprocess.Popen(self.argv(index), env=env, stdin=subprocess.DEVNULL)

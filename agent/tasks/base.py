@@ -152,14 +152,8 @@ def number_array(
             # Whole numbers only (a digit's 8x8 grid): no NaN or infinity possible, and
             # Python's min/max on a short list beat numpy's per-call overhead.
             lo, hi = min(flat), max(flat)
-            if (
-                (low is not None and lo < low)
-                or (high is not None and hi > high)
-                or max(-lo, hi) > _FLOAT32_MAX
-            ):
-                raise InputError(
-                    "out_of_range", f"{field}: values must be within [{low}, {high}]"
-                )
+            if _outside(lo, hi, low, high) or max(-lo, hi) > _FLOAT32_MAX:
+                raise _range_error(field, low, high)
             return np.array(flat, dtype=np.float32).reshape(dims)
     _check_leaves(value, field, ndim)
     try:
@@ -169,17 +163,23 @@ def number_array(
             "invalid_input", f"{field}: ragged array (rows of unequal length)"
         ) from None
     except OverflowError:  # an integer beyond float64
-        raise InputError(
-            "out_of_range", f"{field}: values must be within [{low}, {high}]"
-        ) from None
+        raise _range_error(field, low, high) from None
     if arr.ndim != ndim:
         raise InputError("invalid_input", f"{field}: expected a {ndim}-D array of numbers")
     lo, hi = float(arr.min()), float(arr.max())  # NaN propagates into both
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("not_finite", f"{field}: contains NaN or infinity")
-    if (low is not None and lo < low) or (high is not None and hi > high):
-        raise InputError("out_of_range", f"{field}: values must be within [{low}, {high}]")
+    if _outside(lo, hi, low, high):
+        raise _range_error(field, low, high)
     return arr.astype(np.float32)
+
+
+def _outside(lo: float, hi: float, low: float | None, high: float | None) -> bool:
+    return (low is not None and lo < low) or (high is not None and hi > high)
+
+
+def _range_error(field: str, low: float | None, high: float | None) -> InputError:
+    return InputError("out_of_range", f"{field}: values must be within [{low}, {high}]")
 
 
 _NUMBER_TYPES = frozenset((int, float))

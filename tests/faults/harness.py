@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from agent.config import MqttConfig
+from agent.devtools.client import parse_answer
 from agent.devtools.procs import Process, agent_env, start_agent
 from agent.mqtt.client import Message, MqttClient
 from agent.registry import load_testset
@@ -158,19 +159,14 @@ class LoadClient(_Subscriber):
             elif message.topic.endswith("/error"):
                 with contextlib.suppress(orjson.JSONDecodeError):
                     self.errors.append((now, orjson.loads(message.payload)))
-            else:
-                try:
-                    body = orjson.loads(message.payload)
-                except orjson.JSONDecodeError:
-                    return
-                rid = body.get("id") if isinstance(body, dict) else None
-                if isinstance(rid, str):
-                    seen = self.answers.setdefault(rid, [])
-                    if not seen:
-                        self.arrival.append(rid)
-                    elif message.dup:
-                        self.redelivered += 1
-                    seen.append((now, body))
+            elif (answer := parse_answer(message.payload)) is not None:
+                rid, body = answer
+                seen = self.answers.setdefault(rid, [])
+                if not seen:
+                    self.arrival.append(rid)
+                elif message.dup:
+                    self.redelivered += 1
+                seen.append((now, body))
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ sending
@@ -219,6 +215,16 @@ class LoadClient(_Subscriber):
         thread = threading.Thread(target=run, name="load", daemon=True)
         thread.start()
         return thread, ids
+
+    def stream_during(
+        self, faults: Callable[[], None], rate: float, duration_s: float
+    ) -> list[str]:
+        """`stream` while `faults` (the fault schedule) runs on its own thread; returns the
+        ids sent, once both are done."""
+        with background(faults):
+            sender, ids = self.stream(rate, duration_s)
+            sender.join()
+        return ids
 
     # ------------------------------------------------------------------ waiting
 

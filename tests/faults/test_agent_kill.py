@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from agent.devtools.broker import Mosquitto
-from tests.faults.harness import AgentProcess, LoadClient, background, report, size
+from tests.faults.harness import AgentProcess, LoadClient, report, size
 
 
 def test_agent_sigkilled_under_load(tmp_path: Path, cloud_url: str) -> None:
@@ -36,9 +36,7 @@ def test_agent_sigkilled_under_load(tmp_path: Path, cloud_url: str) -> None:
                             raise AssertionError(f"agent did not come back: {agent.output()}")
                         downtime.append(time.monotonic() - killed)
 
-                with background(faults):
-                    sender, ids = client.stream(rate, duration)
-                    sender.join()
+                ids = client.stream_during(faults, rate, duration)
                 client.wait_answered(ids, 60)
                 figures = report(
                     client.figures(

@@ -26,7 +26,6 @@ from tests.faults.harness import (
     FaultyCloud,
     LoadClient,
     Recorder,
-    background,
     report,
     size,
 )
@@ -60,9 +59,7 @@ def test_broker_restarted_under_load(tmp_path: Path, cloud_url: str, sig: signal
                         time.sleep(gap * random.uniform(0.6, 1.0))
                         broker.restart(sig)
 
-                with background(faults):
-                    sender, ids = client.stream(rate, duration)
-                    sender.join()
+                ids = client.stream_during(faults, rate, duration)
                 resent = 0
                 if sig == signal.SIGKILL:
                     # The broker acknowledged some requests (or answers) and died before

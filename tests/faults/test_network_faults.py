@@ -13,7 +13,7 @@ import pytest
 
 from agent.devtools.broker import Mosquitto
 from agent.devtools.tcpproxy import TcpProxy
-from tests.faults.harness import AgentProcess, LoadClient, background, report, size
+from tests.faults.harness import AgentProcess, LoadClient, report, size
 
 
 @pytest.mark.parametrize("mode", ["reset", "blackhole"])
@@ -40,9 +40,7 @@ def test_network_cut_and_restored(tmp_path: Path, cloud_url: str, mode: str) -> 
                         time.sleep(cut_s)
                         proxy.restore()
 
-                with background(faults):
-                    sender, ids = client.stream(rate, duration)
-                    sender.join()
+                ids = client.stream_during(faults, rate, duration)
                 client.wait_answered(ids, 60)
                 figures = report(
                     client.figures(

@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from agent.bench.loadgen import request_template
-from agent.bench.rawmqtt import publish_packet, utf8, varint
+from agent.bench.rawmqtt import publish_packet, utf8
 from agent.bench.report import goals, markdown
+from agent.mqtt.codec import varint
 
 
 def test_varint_and_publish_packet_encoding() -> None:

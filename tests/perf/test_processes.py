@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agent.bench.procstats import child_pids
 from agent.devtools.broker import Mosquitto
 from agent.devtools.procs import agent_env, start_agent
 from agent.mqtt.client import Message
@@ -26,20 +27,9 @@ from tests.perf.test_scale_out import Watcher, send
 AGENT = "multi"
 
 
-def children(pid: int) -> list[int]:
-    """Child processes of `pid`, whichever of its threads started them."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return found
-
-
 def serving_children(pid: int) -> list[int]:
     found = []
-    for child in children(pid):
+    for child in child_pids(pid):
         try:
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except FileNotFoundError:
@@ -47,14 +37,6 @@ def serving_children(pid: int) -> list[int]:
         if b"--serving-process" in argv:
             found.append(child)
     return found
-
-
-def answered(watcher: Watcher, topic_key: str) -> int:
-    stats = watcher.stats.get(topic_key, {})
-    tasks = stats.get("tasks", {})
-    assert isinstance(tasks, dict)
-    digits = tasks.get("digits", {})
-    return int(digits.get("answered", 0)) if isinstance(digits, dict) else 0
 
 
 class ProcessWatcher(Watcher):
@@ -110,9 +92,9 @@ def test_serving_processes_share_requests_and_are_restarted(
             first = send(watcher, inputs[:300], "a", AGENT)
             assert watcher.wait(lambda: all(r in watcher.answers for r in first), 30)
             assert watcher.wait(
-                lambda: answered(watcher, AGENT) + answered(watcher, "p1") == len(first), 10
+                lambda: watcher.answered_by(AGENT) + watcher.answered_by("p1") == len(first), 10
             ), watcher.stats
-            split = {k: answered(watcher, k) for k in (AGENT, "p1")}
+            split = {k: watcher.answered_by(k) for k in (AGENT, "p1")}
             assert all(n >= len(first) // 10 for n in split.values()), split
 
             os.kill(helpers[0], signal.SIGKILL)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from agent.app import Agent
 from agent.config import Config, load_config
 from agent.devtools.broker import Mosquitto
 from tests.conftest import SHARED, shared_file
+from tests.helpers import running_agent
 
 PRETRAINED = SHARED / "models" / "pretrained"
 IMAGES = SHARED / "images"
@@ -85,13 +86,4 @@ def vision_config(
 
 @pytest.fixture
 def run_agent() -> Callable[[Config], AbstractContextManager[Agent]]:
-    @contextmanager
-    def run(config: Config) -> Iterator[Agent]:
-        agent = Agent(config)
-        agent.start(connect_timeout=10)
-        try:
-            yield agent
-        finally:
-            agent.shutdown()
-
-    return run
+    return running_agent
