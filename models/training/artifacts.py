@@ -182,13 +182,17 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
         "",
         f"Data licence: {task.data_license}",
         "",
-        f"Threshold calibration: {c['method']} of the training split ({c['n_validation']} validation samples, seed 0). "
+        f"Threshold calibration: {c['method']} of the training split ({c['n_validation']} validation "
+        f"{'half-sequences' if task.calibration_time_split else 'samples'}, seed 0). "
         f"The threshold is the one with the best validation cascade accuracy among those sending at most "
         f"{_pct(task.offload_budget)} of validation requests to the cloud (ties: lowest offload share). The threshold was chosen without looking at the test split.",
         f"Final models were fitted on {r['n_train_final_models']} training samples"
         + (
             " (the training split minus the calibration hold-out, so the calibrated threshold applies to exactly these models)."
-            if task.calibration_folds == 1
+            if task.calibration_folds == 1 and not task.calibration_time_split
+            else " (the whole training split, after calibrating the threshold on predictions for each half of every "
+            "training sequence by models trained identically on the other halves)."
+            if task.calibration_time_split
             else " (the whole training split, after calibrating the threshold on out-of-fold predictions of per-fold models trained identically)."
         ),
         "",

@@ -56,17 +56,24 @@ def appliance_quantiles_1d(trace: npt.ArrayLike, n: int = 32) -> FloatArray:
     return out
 
 
+def _traces(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """[N, L] or one [L] trace -> [N, L].  Canonical traces have L = 1460; the
+    time-split calibration also feeds halves of them."""
+    a = np.asarray(x, dtype=np.float32)
+    return a.reshape(-1, a.shape[-1])
+
+
 def appliance_quantiles(x: npt.ArrayLike) -> FloatArray:
-    """[N, 1460] power traces -> [N, 96]: signed-log (knee 0.01) sorted-value quantiles of
-    the z-normalised trace, of its absolute first difference and of its first
-    difference (32 each)."""
-    a = np.asarray(x, dtype=np.float32).reshape(-1, CANONICAL_SHAPES["appliance"][0])
+    """[N, L] power traces (canonically L = 1460) -> [N, 96]: signed-log (knee 0.01)
+    sorted-value quantiles of the z-normalised trace, of its absolute first
+    difference and of its first difference (32 each)."""
+    a = _traces(x)
     return np.stack([appliance_quantiles_1d(row) for row in a])
 
 
 def appliance_znorm(x: npt.ArrayLike) -> FloatArray:
-    """[N, 1460] power traces -> [N, 1460] z-normalised traces (float32)."""
-    a = np.asarray(x, dtype=np.float32).reshape(-1, CANONICAL_SHAPES["appliance"][0])
+    """[N, L] power traces (canonically L = 1460) -> [N, L] z-normalised traces (float32)."""
+    a = _traces(x)
     return np.stack([znorm_1d(row).astype(np.float32) for row in a])
 
 

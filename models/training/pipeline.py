@@ -117,23 +117,25 @@ def _acc(p: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:
     return float(np.mean(p.argmax(axis=1) == y))
 
 
-def run(task: Task) -> dict[str, Any]:
-    """Everything except writing the card/manifest/plot; returns the report dict
-    and the model blobs under key '_blobs'."""
-    seed_everything(0)
-    split = task.load()
-    assert split.classes == task.classes, (split.classes, task.classes)
-    y = split.y_train
-    fe = features.apply(task.edge.features, split.x_train)
-    fc = features.apply(task.cloud.features, split.x_train)
-    n_classes = len(task.classes)
+Predictions = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
-    # --- calibration: predictions on training samples held out from fitting
+
+def _fold_predictions(
+    task: Task,
+    raw: npt.NDArray[np.float32],
+    fe: npt.NDArray[np.float32],
+    fc: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+) -> tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32], Trained | None
+]:
+    """Edge int8, edge float and cloud probabilities of every training sample
+    from models that did not see it (rows of samples never held out: NaN).
+    With a single hold-out, also returns those models (they become final)."""
+    n_classes = len(task.classes)
     folds = _calibration_folds(task, y)
-    val_edge = np.full((len(y), n_classes), np.nan, np.float32)
-    val_edge_float = np.full((len(y), n_classes), np.nan, np.float32)
-    val_cloud = np.full((len(y), n_classes), np.nan, np.float32)
-    fold_models: Trained | None = None
+    out = [np.full((len(y), n_classes), np.nan, np.float32) for _ in range(3)]
+    m: Trained | None = None
     for k, (fit_idx, val_idx) in enumerate(folds):
         log.info(
             "%s: calibration fold %d/%d (fit %d, validate %d)",
@@ -143,13 +145,75 @@ def run(task: Task) -> dict[str, Any]:
             len(fit_idx),
             len(val_idx),
         )
-        m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx], split.x_train[fit_idx])
-        val_edge[val_idx] = _predict(m.edge_int8, fe[val_idx])
-        val_edge_float[val_idx] = _predict(m.edge_float, fe[val_idx])
-        val_cloud[val_idx] = _predict(m.cloud, fc[val_idx])
-        fold_models = m
+        m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx], raw[fit_idx])
+        out[0][val_idx] = _predict(m.edge_int8, fe[val_idx])
+        out[1][val_idx] = _predict(m.edge_float, fe[val_idx])
+        out[2][val_idx] = _predict(m.cloud, fc[val_idx])
+    return out[0], out[1], out[2], m if task.calibration_folds == 1 else None
+
+
+def _time_split_predictions(
+    task: Task, raw: npt.NDArray[np.float32], y: npt.NDArray[np.int64]
+) -> Predictions:
+    """Probabilities for the 2N half-sequences of the N training sequences
+    (first halves, then second halves), each from models fitted on the other
+    halves of all N sequences.
+
+    A validation set of seen instances: the archive's test split records the
+    same appliances again, so held-out *instances* (k-fold) are a harder,
+    differently calibrated validation set than the test split."""
+    half = raw.shape[1] // 2
+    parts = [raw[:, :half], raw[:, raw.shape[1] - half :]]
+    preds: list[list[npt.NDArray[np.float32]]] = [[], [], []]
+    for k, (fit_raw, val_raw) in enumerate([(parts[1], parts[0]), (parts[0], parts[1])]):
+        log.info(
+            "%s: calibration time split %d/2 (fit %d %s halves, validate the %s halves)",
+            task.name,
+            k + 1,
+            len(y),
+            ("second", "first")[k],
+            ("first", "second")[k],
+        )
+        fe = features.apply(task.edge.features, fit_raw)
+        fc = features.apply(task.cloud.features, fit_raw)
+        m = _train_models(task, fe, fc, y, fit_raw)
+        ve = features.apply(task.edge.features, val_raw)
+        vc = features.apply(task.cloud.features, val_raw)
+        preds[0].append(_predict(m.edge_int8, ve))
+        preds[1].append(_predict(m.edge_float, ve))
+        preds[2].append(_predict(m.cloud, vc))
+    e, ef, c = (np.concatenate(p) for p in preds)
+    return e, ef, c
+
+
+def run(task: Task) -> dict[str, Any]:
+    """Everything except writing the card/manifest/plot; returns the report dict
+    and the model blobs under key '_blobs'."""
+    seed_everything(0)
+    split = task.load()
+    assert split.classes == task.classes, (split.classes, task.classes)
+    y = split.y_train
+    fe = features.apply(task.edge.features, split.x_train)
+    fc = features.apply(task.cloud.features, split.x_train)
+
+    # --- calibration: predictions on training data held out from fitting
+    if task.calibration_time_split:
+        val_edge, val_edge_float, val_cloud = _time_split_predictions(task, split.x_train, y)
+        y_val = np.concatenate([y, y])  # first halves, then second halves
+        fold_models: Trained | None = None
+        method = "half-sequence time-split"
+    else:
+        val_edge, val_edge_float, val_cloud, fold_models = _fold_predictions(
+            task, split.x_train, fe, fc, y
+        )
+        y_val = y
+        method = (
+            "stratified hold-out"
+            if task.calibration_folds == 1
+            else f"stratified {task.calibration_folds}-fold out-of-fold"
+        )
     val_mask = ~np.isnan(val_edge[:, 0])
-    yv = y[val_mask]
+    yv = y_val[val_mask]
     val_rows = cascade.sweep(val_edge[val_mask], val_cloud[val_mask], yv)
     chosen = cascade.choose_threshold(val_rows, task.offload_budget)
     threshold = chosen["threshold"]
@@ -162,10 +226,9 @@ def run(task: Task) -> dict[str, Any]:
     )
 
     # --- final models
-    if task.calibration_folds == 1:
-        assert fold_models is not None
+    if fold_models is not None:
         final = fold_models  # the calibrated models themselves (trained on the fit part)
-        final_train_n = len(folds[0][0])
+        final_train_n = len(y) - int(val_mask.sum())
     else:
         seed_everything(0)
         final = _train_models(task, fe, fc, y, split.x_train)
@@ -188,10 +251,8 @@ def run(task: Task) -> dict[str, Any]:
         "offload_budget_validation": task.offload_budget,
         "offload_goal_test": task.offload_goal,
         "calibration": {
-            "method": "stratified hold-out"
-            if task.calibration_folds == 1
-            else f"stratified {task.calibration_folds}-fold out-of-fold",
-            "holdout_fraction": task.holdout_fraction if task.calibration_folds == 1 else None,
+            "method": method,
+            "holdout_fraction": task.holdout_fraction if fold_models is not None else None,
             "n_validation": int(val_mask.sum()),
             "edge_int8_accuracy": _acc(val_edge[val_mask], yv),
             "edge_float_accuracy": _acc(val_edge_float[val_mask], yv),

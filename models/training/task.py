@@ -41,6 +41,11 @@ class Task:
         int  # 1 = single stratified hold-out of `holdout_fraction`; k > 1 = k-fold out-of-fold
     )
     holdout_fraction: float = 0.2
+    #: True: calibrate on a time split instead (sequence tasks): models fitted on
+    #: the first half of every training sequence are validated on the second
+    #: half and vice versa -- seen instances, unseen stretches of time.
+    #: `calibration_folds` is then ignored.
+    calibration_time_split: bool = False
     data_source: str = ""
     data_license: str = ""
     label_notes: str = ""
