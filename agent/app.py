@@ -20,12 +20,13 @@ from agent.engine import Engine, TaskRuntime, serves_inline
 from agent.errors import EdgeAgentError, ModelLoadError, MqttAuthError, MqttError
 from agent.metrics import Gauges, serve_metrics
 from agent.mqtt.client import Message, MqttClient, Will
+from agent.mqtt.ledger import SessionLedger
 from agent.mqtt.topics import Topics
 from agent.outbox import Outbox
 from agent.registry import LoadedModel, Registry
 from agent.runtime.tflite import runtime_name
 from agent.service.notify import Notifier
-from agent.service.serving import ServingProcesses
+from agent.service.serving import ServingProcesses, SessionCleanup
 from agent.service.watchdog import WatchdogLoop
 from agent.stats import Stats
 from agent.tasks import TASKS
@@ -179,29 +180,7 @@ class Agent:
         self.bridge = Bridge(self.topics, config.mqtt.qos, self)
         suffix = f"-p{process_index}" if self.serving_only else ""
         self.state_db, self.dedupe = open_delivery_state(config, suffix)
-        password = config.mqtt.password()
-        mqtt_config = config.mqtt
-        if config.scale_out.group:
-            expiry = config.scale_out.session_expiry_s
-            mqtt_config = mqtt_config.model_copy(update={"session_expiry_s": expiry})
-        subscriptions: list[tuple[str, int]] = [
-            (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
-        ]
-        if not self.serving_only:
-            subscriptions += self.devices.subscriptions() + self.bridge.subscriptions()
-        self.mqtt = MqttClient(
-            mqtt_config,
-            f"{config.client_id}{suffix}",
-            will=None if self.serving_only else Will(self.topics.status, b"offline"),
-            subscriptions=subscriptions,
-            on_message=self._on_message,
-            on_connected=self._on_connected,
-            password=password.get_secret_value() if password else None,
-            max_inflight=config.mqtt.max_inflight,
-            receive_maximum=config.workers.queue_size,
-            outbox=self.state_db if config.outbox.enabled else None,
-            on_read_done=self._on_read_done,
-        )
+        self.mqtt = self._mqtt_client(config, suffix)
         self.engine = Engine(
             config,
             self.topics,
@@ -228,6 +207,42 @@ class Agent:
         # an extra serving process reports its own counters under `<root>/stats/p<N>`
         self._stats_topic = self.topics.stats + (f"/p{process_index}" if process_index else "")
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+
+    def _mqtt_client(self, config: Config, suffix: str) -> MqttClient:
+        password = config.mqtt.password()
+        secret = password.get_secret_value() if password else None
+        mqtt_config = config.mqtt
+        if config.scale_out.group:
+            expiry = config.scale_out.session_expiry_s
+            mqtt_config = mqtt_config.model_copy(update={"session_expiry_s": expiry})
+        subscriptions: list[tuple[str, int]] = [
+            (f, config.mqtt.qos) for f in self.topics.request_subscriptions(list(self.tasks))
+        ]
+        if not self.serving_only:
+            subscriptions += self.devices.subscriptions() + self.bridge.subscriptions()
+        # a persistent session outlives this run: record its filters (agent/mqtt/ledger.py)
+        persistent = mqtt_config.protocol == "3.1.1" or mqtt_config.session_expiry_s > 0
+        state_dir = config.resolved_state_dir()
+        self._session_cleanup: SessionCleanup | None = None
+        if persistent and not self.serving_only:
+            self._session_cleanup = SessionCleanup(
+                mqtt_config, secret, state_dir, config.client_id, config.workers.processes
+            )
+        client_id = f"{config.client_id}{suffix}"
+        return MqttClient(
+            mqtt_config,
+            client_id,
+            will=None if self.serving_only else Will(self.topics.status, b"offline"),
+            subscriptions=subscriptions,
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            password=secret,
+            max_inflight=config.mqtt.max_inflight,
+            receive_maximum=config.workers.queue_size,
+            outbox=self.state_db if config.outbox.enabled else None,
+            on_read_done=self._on_read_done,
+            ledger=SessionLedger(state_dir, client_id) if persistent else None,
+        )
 
     # ------------------------------------------------------------------ callbacks
 
@@ -330,6 +345,8 @@ class Agent:
         self._stats_thread.start()
         if self.serving is not None:
             self.serving.start()
+        if self._session_cleanup is not None:
+            self._session_cleanup.start(self.mqtt.wait_connected, self._stop)
         # Everything loaded so far (modules, models, config) lives as long as the process:
         # keep it out of the collector's full passes, which would otherwise walk it again
         # and again and show up as millisecond pauses in the latency tail.

@@ -1,4 +1,4 @@
-"""The MQTT boundary: the only module that imports paho-mqtt.
+"""The MQTT boundary: with agent/mqtt/drain.py, the only modules that import paho-mqtt.
 
 One network thread owns the connection: connect, reconnect with capped exponential backoff
 and full jitter, re-subscribe, keepalive. Callbacks only hand messages off. A refused
@@ -29,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import MqttConfig
 from agent.errors import MqttAuthError, MqttError
 from agent.mqtt.codec import varint
+from agent.mqtt.ledger import SessionLedger
 from agent.outbox import Outbox, OutMessage, Relay, SendResult
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,21 @@ class _BufferedClient(paho.Client):
         return rc
 
 
+def configure_connection(client: paho.Client, config: MqttConfig, password: str | None) -> None:
+    """Credentials and TLS, the same for every connection the agent opens."""
+    if config.username is not None:
+        client.username_pw_set(config.username, password)
+    if config.tls.enabled:
+        client.tls_set(
+            ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+            certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+            keyfile=str(k) if (k := config.tls.resolved_key_file()) else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        client.tls_insecure_set(not config.tls.check_hostname)
+
+
 class MqttClient:
     def __init__(
         self,
@@ -349,8 +365,10 @@ class MqttClient:
         outbox: Outbox | None = None,
         receive_maximum: int | None = None,
         on_read_done: Callable[[], None] | None = None,
+        ledger: SessionLedger | None = None,
     ) -> None:
         self._config = config
+        self._ledger = ledger
         self._on_read_done = on_read_done
         self._valid_topics: set[str] = set()
         self._subscriptions = list(subscriptions)
@@ -385,19 +403,9 @@ class MqttClient:
         self._client.connect_timeout = config.connect_timeout_s
         self._client.max_inflight_messages_set(max_inflight)  # QoS 1 publishes awaiting PUBACK
         self._client.max_queued_messages_set(0)
-        if config.username is not None:
-            self._client.username_pw_set(config.username, password)
+        configure_connection(self._client, config, password)
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        if config.tls.enabled:
-            self._client.tls_set(
-                ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
-                certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
-                keyfile=str(k) if (k := config.tls.resolved_key_file()) else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            self._client.tls_insecure_set(not config.tls.check_hostname)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -535,6 +543,8 @@ class MqttClient:
         )
         if self._subscriptions:
             client.subscribe(list(self._subscriptions))
+        if self._ledger is not None:
+            self._forget_stale_filters(client, session)
         self._connected.set()
         if self._on_connected is not None:
             try:
@@ -703,16 +713,29 @@ class MqttClient:
 
     def subscribe(self, topic: str, qos: int) -> None:
         self._subscriptions.append((topic, qos))
+        if self._ledger is not None:
+            self._ledger.record(t for t, _ in self._subscriptions)
         if self.connected:
             self._client.subscribe(topic, qos)
+
+    def _forget_stale_filters(self, client: paho.Client, session: bool) -> None:
+        """A stored session keeps the filters of the previous run: drop those this run does
+        not ask for (e.g. the plain request filter after `workers.processes` went from 1
+        to 2, which would deliver every request beside the shared subscription)."""
+        assert self._ledger is not None
+        wanted = [t for t, _ in self._subscriptions]
+        if session and self.connections == 1:
+            stale = [f for f in self._ledger.filters() if f not in wanted]
+            if stale:
+                log.info("unsubscribing filters this configuration no longer uses: %s", stale)
+                client.unsubscribe(stale)
+        self._ledger.record(wanted)
 
 
 # What mosquitto refuses in a PUBLISH topic by disconnecting the client (MQTT 5 1.5.4): NUL,
 # control characters, surrogates, non-characters; plus the wildcards. A QoS 1 message with
 # such a topic would be resent after every reconnect, a loop no reconnect can end.
-_NON_CHARS = "".join(
-    f"{chr(p | 0xFFFE)}{chr(p | 0xFFFF)}" for p in range(0, 0x110000, 0x10000)
-)
+_NON_CHARS = "".join(f"{chr(p | 0xFFFE)}{chr(p | 0xFFFF)}" for p in range(0, 0x110000, 0x10000))
 _BAD_TOPIC = re.compile(f"[+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef{_NON_CHARS}]")
 
 

@@ -7,7 +7,9 @@ the broker hands each request to one of them. The main process keeps everything 
 (status, devices, cameras, the bridge, Home Assistant, metrics, the systemd watchdog),
 restarts a serving process that dies (with backoff), forwards SIGHUP and stops them with
 itself. Each serving process has its own MQTT session (`<client id>-p<N>`) and its own
-outbox and de-duplication file.
+outbox and de-duplication file. After `processes` is lowered, SessionCleanup moves what the
+broker still queued for the dropped processes' sessions to the live ones and ends those
+sessions (agent/mqtt/drain.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from agent.config import MqttConfig
+from agent.errors import MqttError
+from agent.mqtt.drain import drain_session
+from agent.mqtt.ledger import stored_sessions
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +121,67 @@ class ServingProcesses:
                 proc.wait()
         if self._thread.is_alive():
             self._thread.join(1.0)
+
+
+class SessionCleanup:
+    """The main process's clean-up of serving-process sessions it no longer starts: every
+    recorded `<client id>-p<K>` with K >= processes is drained once the main process is
+    connected (so the messages published again reach a live subscriber), in a background
+    thread; its record is deleted when that worked, kept for the next start when not."""
+
+    def __init__(
+        self,
+        mqtt: MqttConfig,
+        password: str | None,
+        state_dir: Path,
+        client_id: str,
+        processes: int,
+    ) -> None:
+        self._mqtt = mqtt
+        self._password = password
+        self._state_dir = state_dir
+        self._prefix = f"{client_id}-p"
+        self._processes = processes
+        self.drained: dict[str, int] = {}
+
+    def dropped(self) -> list[tuple[str, list[str], Path]]:
+        found = []
+        for stored in stored_sessions(self._state_dir):
+            index = stored.client_id.removeprefix(self._prefix)
+            ours = stored.client_id.startswith(self._prefix) and index.isdigit()
+            if ours and int(index) >= self._processes:
+                found.append((stored.client_id, stored.filters, stored.path))
+        return found
+
+    def start(self, connected: Callable[[float], bool], stop: threading.Event) -> None:
+        dropped = self.dropped()
+        if dropped:
+            threading.Thread(
+                target=self._run, args=(dropped, connected, stop), name="session-drain", daemon=True
+            ).start()
+
+    def _run(
+        self,
+        dropped: list[tuple[str, list[str], Path]],
+        connected: Callable[[float], bool],
+        stop: threading.Event,
+    ) -> None:
+        while not connected(0.5):
+            if stop.is_set():
+                return
+        for client_id, filters, record in dropped:
+            if stop.is_set():
+                return
+            try:
+                moved = drain_session(self._mqtt, self._password, client_id, filters)
+            except MqttError as exc:
+                log.warning("session of dropped serving process %s not drained: %s", client_id, exc)
+                continue
+            record.unlink(missing_ok=True)
+            self.drained[client_id] = moved
+            log.info(
+                "ended the session of dropped serving process %s; %d queued message(s) "
+                "published again for the live processes",
+                client_id,
+                moved,
+            )
