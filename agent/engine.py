@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -132,6 +132,7 @@ class Engine:
         self._cloud = cloud
         self._qos = config.mqtt.qos
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=config.workers.queue_size)
+        self._inbound_limit = 2 * config.workers.queue_size
         self._max_batch = config.workers.max_batch
         self._max_wait = config.workers.max_wait_ms / 1000.0
         self._running = threading.Event()
@@ -209,6 +210,9 @@ class Engine:
         if message.qos > 0 and self._copy_of_inflight(job):
             return
         self._track(1)
+        if message.qos > 0 and self._over_receive_maximum():
+            self._shed(job)
+            return
         if job.task in self._inline_tasks and len(message.payload) <= INLINE_MAX_BYTES:
             self._pending.append(job)
             if len(self._pending) >= self._max_batch:
@@ -223,6 +227,35 @@ class Engine:
                 job.rid = None
             if not self._spill(job):
                 self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
+
+    def _over_receive_maximum(self) -> bool:
+        """More unacknowledged requests than the broker may send: the agent asks for at most
+        `workers.queue_size` (MQTT 5 Receive Maximum), but a broker may overshoot it
+        (mosquitto 2.0.11 did, under a flood of large requests while it had no CPU left to
+        take our answers: 9,000 requests held, half a gigabyte). Past twice that, requests
+        are answered `overloaded` at once instead of piling up in memory."""
+        with self._by_mid_lock:
+            return len(self._by_mid) > self._inbound_limit
+
+    def _shed(self, job: Job) -> None:
+        """Answer `overloaded` (QoS 0: a broker this far behind holds no more for us) on the
+        response and error topics, and acknowledge the request at once, so that nothing of
+        it stays in memory."""
+        message = job.message
+        try:
+            job.rid = read_request_id(loads(message.payload))
+        except InputError:
+            job.rid = None
+        job.message = replace(message, payload=b"")
+        code, text = "overloaded", "agent overloaded: more requests held than its receive maximum"
+        self._stats.inc("shed")
+        self._stats.error(code)
+        if job.rid is not None and safe_level(job.task):
+            self._reply(job, failure(job.rid, job.task, code, text), ack=False, qos=0)
+        self._stats.inc("messages_out")
+        self._pub.publish(self._topics.error, error_message(message.topic, code, text), qos=0)
+        self._ack_all([job.message, *self._forget_mid(job)])
+        self._track(-1)
 
     def flush(self) -> None:
         """Run what `submit` collected for the network thread (called by it once a socket
@@ -687,7 +720,9 @@ class Engine:
         else:
             self._to_cloud(job, rt, None)
 
-    def _reply(self, job: Job, payload: dict[str, Any], ack: bool = True) -> bool:
+    def _reply(
+        self, job: Job, payload: dict[str, Any], ack: bool = True, qos: int | None = None
+    ) -> bool:
         with job.lock:
             if job.answered:
                 self._stats.inc("duplicates_suppressed")
@@ -717,7 +752,7 @@ class Engine:
         published = self._pub.publish(
             topic,
             body,
-            qos=self._qos,
+            qos=self._qos if qos is None else qos,
             correlation_data=correlation,
             on_delivered=partial(self._delivered, job) if ack else None,
         )
