@@ -22,6 +22,7 @@ from agent.devtools.broker import Mosquitto, free_port
 from agent.errors import MqttError
 from agent.mqtt.drain import drain_session
 from agent.mqtt.ledger import SessionLedger, stored_sessions
+from agent.service.serving import SessionCleanup
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,22 @@ def test_ledger_write_failure_is_logged_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     SessionLedger(blocker / "state", "c").record(["a"])  # no exception
+
+
+def test_cleanup_picks_only_this_agents_dropped_serving_processes(tmp_path: Path) -> None:
+    for client_id in (
+        "edge-agent-x",  # the main process
+        "edge-agent-x-p1",  # still started with processes: 3
+        "edge-agent-x-p2",
+        "edge-agent-x-p3",  # dropped
+        "edge-agent-x-p10",  # dropped
+        "edge-agent-x-pilot",  # not a serving process
+        "edge-agent-xy-p5",  # another agent's
+    ):
+        SessionLedger(tmp_path, client_id).record([f"{client_id}/f"])
+    config = MqttConfig.model_validate({})
+    cleanup = SessionCleanup(config, None, tmp_path, "edge-agent-x", processes=3)
+    assert sorted(c for c, _, _ in cleanup.dropped()) == ["edge-agent-x-p10", "edge-agent-x-p3"]
+    assert SessionCleanup(config, None, tmp_path, "edge-agent-x", processes=1).dropped()[0][1] == [
+        "edge-agent-x-p1/f"
+    ]
