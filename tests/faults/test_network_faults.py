@@ -20,7 +20,10 @@ from tests.faults.harness import AgentProcess, LoadClient, report, size
 def test_network_cut_and_restored(tmp_path: Path, cloud_url: str, mode: str) -> None:
     rate = size(100, 300)
     cuts = int(size(2, 5))
-    cut_s = size(3.0, 10.0) if mode == "reset" else size(9.0, 15.0)
+    # A blackhole is noticed by keepalive only: paho sends PINGREQ after 5 s without bytes
+    # in and gives up 5 s later, so a cut must outlast 10 s (plus a loop turn) for the
+    # reconnect below to be certain; at 9 s it raced the restore.
+    cut_s = size(3.0, 10.0) if mode == "reset" else size(12.0, 15.0)
     gap = 7.0  # up between cuts for longer than the reconnect backoff's cap (5 s)
     duration = cuts * (cut_s + gap) + 2.0
     with Mosquitto() as broker, TcpProxy(broker.host, broker.port) as proxy:
