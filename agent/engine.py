@@ -221,10 +221,7 @@ class Engine:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            try:
-                job.rid = read_request_id(loads(message.payload))
-            except InputError:
-                job.rid = None
+            _read_rid(job)
             if not self._spill(job):
                 self._reject(job, InputError("overloaded", "agent overloaded: request queue full"))
 
@@ -238,24 +235,18 @@ class Engine:
             return len(self._by_mid) > self._inbound_limit
 
     def _shed(self, job: Job) -> None:
-        """Answer `overloaded` (QoS 0: a broker this far behind holds no more for us) on the
-        response and error topics, and acknowledge the request at once, so that nothing of
-        it stays in memory."""
-        message = job.message
-        try:
-            job.rid = read_request_id(loads(message.payload))
-        except InputError:
-            job.rid = None
-        job.message = replace(message, payload=b"")
-        code, text = "overloaded", "agent overloaded: more requests held than its receive maximum"
+        """Answer `overloaded` and acknowledge the request at once (`_reject(at_once=True)`),
+        so that nothing of it stays in memory."""
+        _read_rid(job)
+        job.message = replace(job.message, payload=b"")
         self._stats.inc("shed")
-        self._stats.error(code)
-        if job.rid is not None and safe_level(job.task):
-            self._reply(job, failure(job.rid, job.task, code, text), ack=False, qos=0)
-        self._stats.inc("messages_out")
-        self._pub.publish(self._topics.error, error_message(message.topic, code, text), qos=0)
-        self._ack_all([job.message, *self._forget_mid(job)])
-        self._track(-1)
+        self._reject(
+            job,
+            InputError(
+                "overloaded", "agent overloaded: more requests held than its receive maximum"
+            ),
+            at_once=True,
+        )
 
     def flush(self) -> None:
         """Run what `submit` collected for the network thread (called by it once a socket
@@ -578,16 +569,19 @@ class Engine:
         if self._reply(job, failure(job.rid, job.task, code, message)):
             self._stats.failed(job.task, code)
 
-    def _reject(self, job: Job, exc: InputError) -> None:
-        """An input that cannot be handled: error topic, plus `ok: false` if the id is known."""
+    def _reject(self, job: Job, exc: InputError, at_once: bool = False) -> None:
+        """An input that cannot be handled: error topic, plus `ok: false` if the id is known.
+        `at_once`: both at QoS 0 and the request acknowledged now, not on delivery (for a
+        broker too far behind to take our answers, see `_shed`)."""
+        qos = 0 if at_once else None
         if job.rid is not None and safe_level(job.task):
             with job.lock:
                 already = job.answered
             if not already:
-                self._reply(job, failure(job.rid, job.task, exc.code, str(exc)), ack=False)
-        self._error(job, exc.code, str(exc))
+                self._reply(job, failure(job.rid, job.task, exc.code, str(exc)), ack=False, qos=qos)
+        self._error(job, exc.code, str(exc), at_once)
 
-    def _error(self, job: Job, code: str, message: str) -> None:
+    def _error(self, job: Job, code: str, message: str, at_once: bool = False) -> None:
         log.debug("rejected message on %s: %s %s", job.message.topic, code, message)
         self._stats.error(code)
         self._stats.inc("messages_out")
@@ -596,9 +590,11 @@ class Engine:
         self._pub.publish(
             self._topics.error,
             error_message(job.message.topic, code, message),
-            qos=self._qos,
-            on_delivered=partial(self._delivered, job),
+            qos=0 if at_once else self._qos,
+            on_delivered=None if at_once else partial(self._delivered, job),
         )
+        if at_once:
+            self._delivered(job)
 
     def _delivered(self, job: Job) -> None:
         # Acknowledged at once: the broker then forgets the request, so even a crash before
@@ -765,6 +761,14 @@ class Engine:
             self._forget_mid(job)
             self._track(-1)
         return True
+
+
+def _read_rid(job: Job) -> None:
+    """The request id of a job answered without parsing the rest (None if unreadable)."""
+    try:
+        job.rid = read_request_id(loads(job.message.payload))
+    except InputError:
+        job.rid = None
 
 
 # Larger requests (an image given to `digits`) are decoded on a worker, not the network thread.

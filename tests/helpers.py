@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from agent.app import Agent
 from agent.config import Config, load_config
 from agent.devtools.broker import Mosquitto
+from agent.mqtt.client import Message
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = REPO / "deploy" / "agent.yaml"
@@ -42,3 +45,46 @@ def running_agent(config: Config) -> Iterator[Agent]:
         yield agent
     finally:
         agent.shutdown()
+
+
+class RecordingPublisher:
+    """The engine's publisher without a broker: records what is published (topic, payload,
+    QoS) and checks every topic. Delivery callbacks run at once, or with `hold=True` only
+    when `deliver_all` is called (a broker that does not acknowledge our answers yet)."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.acks: Counter[int] = Counter()
+        self.published: list[tuple[str, bytes, int]] = []
+        self.pending: list[Callable[[], None]] = []
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> bool:
+        assert 0 < len(topic) <= 65535 and not set(topic) & set("+#\x00"), topic
+        with self.lock:
+            self.published.append((topic, payload, qos))
+            if on_delivered is not None and self.hold:
+                self.pending.append(on_delivered)
+                return True
+        if on_delivered is not None:
+            on_delivered()
+        return True
+
+    def ack(self, message: Message) -> None:
+        with self.lock:
+            self.acks[message.mid] += 1
+
+    def deliver_all(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for callback in pending:
+            callback()

@@ -11,9 +11,7 @@ held before that still complete, each acknowledged exactly once.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 import orjson
 
@@ -25,44 +23,9 @@ from agent.mqtt.topics import Topics
 from agent.registry import Registry
 from agent.stats import Stats
 from tests.faults.harness import DEPLOY_CONFIG, PIXELS
+from tests.helpers import RecordingPublisher
 
 QUEUE = 8
-
-
-class SlowBroker:
-    """The engine's publisher: keeps every delivery callback until `deliver_all`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.acks: Counter[int] = Counter()
-        self.published: list[tuple[str, bytes, int]] = []
-        self.pending: list[Callable[[], None]] = []
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation_data: bytes | None = None,
-        on_delivered: Callable[[], None] | None = None,
-    ) -> bool:
-        with self.lock:
-            self.published.append((topic, payload, qos))
-            if on_delivered is not None:
-                self.pending.append(on_delivered)
-        return True
-
-    def ack(self, message: Message) -> None:
-        with self.lock:
-            self.acks[message.mid] += 1
-
-    def deliver_all(self) -> None:
-        with self.lock:
-            pending, self.pending = self.pending, []
-        for callback in pending:
-            callback()
 
 
 def test_requests_past_twice_the_receive_maximum_are_shed_not_held() -> None:
@@ -75,7 +38,7 @@ def test_requests_past_twice_the_receive_maximum_are_shed_not_held() -> None:
     )
     config = config.model_copy(update={"cloud": config.cloud.model_copy(update={"url": None})})
     tasks = build_tasks(config, Registry(config.models.dir))
-    broker = SlowBroker()
+    broker = RecordingPublisher(hold=True)  # a broker that does not acknowledge answers
     stats = Stats()
     engine = Engine(
         config,

@@ -169,7 +169,7 @@ def test_cleanup_picks_only_this_agents_dropped_serving_processes(tmp_path: Path
         SessionLedger(tmp_path, client_id).record([f"{client_id}/f"])
     config = MqttConfig.model_validate({})
     cleanup = SessionCleanup(config, None, tmp_path, "edge-agent-x", processes=3)
-    assert sorted(c for c, _, _ in cleanup.dropped()) == ["edge-agent-x-p10", "edge-agent-x-p3"]
-    assert SessionCleanup(config, None, tmp_path, "edge-agent-x", processes=1).dropped()[0][1] == [
-        "edge-agent-x-p1/f"
-    ]
+    assert sorted(s.client_id for s in cleanup.dropped()) == ["edge-agent-x-p10", "edge-agent-x-p3"]
+    assert SessionCleanup(config, None, tmp_path, "edge-agent-x", processes=1).dropped()[
+        0
+    ].filters == ["edge-agent-x-p1/f"]

@@ -139,14 +139,7 @@ def drain_session(
     Returns how many messages were published again; raises MqttError if it could not
     finish (the session is then left as it was, minus what was already moved)."""
     v5 = config.protocol == "5"
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        clean_session=None if v5 else False,
-        manual_ack=True,
-    )
-    configure_connection(client, config, password)
+    client = _client(config, password, client_id, clean=False)
     drain = _Drain(client, filters, v5)
     client.on_connect = drain.on_connect
     client.on_unsubscribe = drain.on_unsubscribe
@@ -154,17 +147,7 @@ def drain_session(
     client.on_publish = drain.on_publish
     client.on_disconnect = drain.on_disconnect
     end = time.monotonic() + timeout_s
-    try:
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = max(1, config.session_expiry_s)
-            client.connect(
-                config.host, config.port, config.keepalive_s, clean_start=False, properties=props
-            )
-        else:
-            client.connect(config.host, config.port, config.keepalive_s)
-    except OSError as exc:
-        raise MqttError(f"cannot connect as {client_id}: {exc}") from exc
+    _connect(client, config, client_id)
     client.loop_start()
     try:
         if not drain.connected.wait(max(0.0, end - time.monotonic())) or drain.error:
@@ -192,14 +175,37 @@ def _end_session(client: paho.Client, v5: bool) -> None:
         client.disconnect()
 
 
-def _clean_connect(config: MqttConfig, password: str | None, client_id: str) -> None:
+def _client(config: MqttConfig, password: str | None, client_id: str, clean: bool) -> paho.Client:
+    """A plain paho client for one short job, with the agent's credentials and TLS. MQTT 5
+    never starts clean here (a clean 3.1.1 connection is how 3.1.1 ends a session)."""
+    v5 = config.protocol == "5"
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=paho.MQTTv311,
-        clean_session=True,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else clean,
+        manual_ack=True,
     )
     configure_connection(client, config, password)
+    return client
+
+
+def _connect(client: paho.Client, config: MqttConfig, client_id: str) -> None:
+    try:
+        if config.protocol == "5":  # keep the stored session: it is what is being drained
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = max(1, config.session_expiry_s)
+            client.connect(
+                config.host, config.port, config.keepalive_s, clean_start=False, properties=props
+            )
+        else:
+            client.connect(config.host, config.port, config.keepalive_s)
+    except OSError as exc:
+        raise MqttError(f"cannot connect as {client_id}: {exc}") from exc
+
+
+def _clean_connect(config: MqttConfig, password: str | None, client_id: str) -> None:
+    client = _client(config, password, client_id, clean=True)
     done = threading.Event()
 
     def on_connect(c: paho.Client, _u: Any, _f: Any, _r: Any, _p: Any) -> None:
@@ -210,7 +216,7 @@ def _clean_connect(config: MqttConfig, password: str | None, client_id: str) -> 
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
-    client.connect(config.host, config.port, config.keepalive_s)
+    _connect(client, config, client_id)
     client.loop_start()
     try:
         if not done.wait(10.0):

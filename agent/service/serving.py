@@ -27,7 +27,7 @@ from pathlib import Path
 from agent.config import MqttConfig
 from agent.errors import MqttError
 from agent.mqtt.drain import drain_session
-from agent.mqtt.ledger import stored_sessions
+from agent.mqtt.ledger import StoredSession, stored_sessions
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +142,14 @@ class SessionCleanup:
         self._state_dir = state_dir
         self._prefix = f"{client_id}-p"
         self._processes = processes
-        self.drained: dict[str, int] = {}
 
-    def dropped(self) -> list[tuple[str, list[str], Path]]:
+    def dropped(self) -> list[StoredSession]:
         found = []
         for stored in stored_sessions(self._state_dir):
             index = stored.client_id.removeprefix(self._prefix)
             ours = stored.client_id.startswith(self._prefix) and index.isdigit()
             if ours and int(index) >= self._processes:
-                found.append((stored.client_id, stored.filters, stored.path))
+                found.append(stored)
         return found
 
     def start(self, connected: Callable[[float], bool], stop: threading.Event) -> None:
@@ -162,23 +161,23 @@ class SessionCleanup:
 
     def _run(
         self,
-        dropped: list[tuple[str, list[str], Path]],
+        dropped: list[StoredSession],
         connected: Callable[[float], bool],
         stop: threading.Event,
     ) -> None:
         while not connected(0.5):
             if stop.is_set():
                 return
-        for client_id, filters, record in dropped:
+        for stored in dropped:
+            client_id = stored.client_id
             if stop.is_set():
                 return
             try:
-                moved = drain_session(self._mqtt, self._password, client_id, filters)
+                moved = drain_session(self._mqtt, self._password, client_id, stored.filters)
             except MqttError as exc:
                 log.warning("session of dropped serving process %s not drained: %s", client_id, exc)
                 continue
-            record.unlink(missing_ok=True)
-            self.drained[client_id] = moved
+            stored.path.unlink(missing_ok=True)
             log.info(
                 "ended the session of dropped serving process %s; %d queued message(s) "
                 "published again for the live processes",

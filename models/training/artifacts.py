@@ -136,6 +136,18 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
+def _final_models_note(task: Task) -> str:
+    """What the final models were fitted on, given how the threshold was calibrated."""
+    if task.calibration_time_split:
+        return (
+            " (the whole training split, after calibrating the threshold on predictions for each half of every "
+            "training sequence by models trained identically on the other halves)."
+        )
+    if task.calibration_folds == 1:
+        return " (the training split minus the calibration hold-out, so the calibrated threshold applies to exactly these models)."
+    return " (the whole training split, after calibrating the threshold on out-of-fold predictions of per-fold models trained identically)."
+
+
 def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: list[int]) -> str:
     t, c, f = r["test"], r["calibration"], r["files"]
     eq, oq = f["edge"]["input_quantization"], f["edge"]["output_quantization"]
@@ -187,14 +199,7 @@ def _card(task: Task, r: dict[str, Any], edge_shape: list[int], cloud_shape: lis
         f"The threshold is the one with the best validation cascade accuracy among those sending at most "
         f"{_pct(task.offload_budget)} of validation requests to the cloud (ties: lowest offload share). The threshold was chosen without looking at the test split.",
         f"Final models were fitted on {r['n_train_final_models']} training samples"
-        + (
-            " (the training split minus the calibration hold-out, so the calibrated threshold applies to exactly these models)."
-            if task.calibration_folds == 1 and not task.calibration_time_split
-            else " (the whole training split, after calibrating the threshold on predictions for each half of every "
-            "training sequence by models trained identically on the other halves)."
-            if task.calibration_time_split
-            else " (the whole training split, after calibrating the threshold on out-of-fold predictions of per-fold models trained identically)."
-        ),
+        + _final_models_note(task),
         "",
         "## Architecture",
         "",

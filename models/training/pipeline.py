@@ -117,7 +117,14 @@ def _acc(p: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> float:
     return float(np.mean(p.argmax(axis=1) == y))
 
 
+#: edge int8, edge float and cloud probabilities
 Predictions = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+
+def _predict_all(
+    m: Trained, fe: npt.NDArray[np.float32], fc: npt.NDArray[np.float32]
+) -> Predictions:
+    return _predict(m.edge_int8, fe), _predict(m.edge_float, fe), _predict(m.cloud, fc)
 
 
 def _fold_predictions(
@@ -146,9 +153,8 @@ def _fold_predictions(
             len(val_idx),
         )
         m = _train_models(task, fe[fit_idx], fc[fit_idx], y[fit_idx], raw[fit_idx])
-        out[0][val_idx] = _predict(m.edge_int8, fe[val_idx])
-        out[1][val_idx] = _predict(m.edge_float, fe[val_idx])
-        out[2][val_idx] = _predict(m.cloud, fc[val_idx])
+        for whole, part in zip(out, _predict_all(m, fe[val_idx], fc[val_idx]), strict=True):
+            whole[val_idx] = part
     return out[0], out[1], out[2], m if task.calibration_folds == 1 else None
 
 
@@ -179,9 +185,8 @@ def _time_split_predictions(
         m = _train_models(task, fe, fc, y, fit_raw)
         ve = features.apply(task.edge.features, val_raw)
         vc = features.apply(task.cloud.features, val_raw)
-        preds[0].append(_predict(m.edge_int8, ve))
-        preds[1].append(_predict(m.edge_float, ve))
-        preds[2].append(_predict(m.cloud, vc))
+        for kind, part in zip(preds, _predict_all(m, ve, vc), strict=True):
+            kind.append(part)
     e, ef, c = (np.concatenate(p) for p in preds)
     return e, ef, c
 
@@ -238,9 +243,7 @@ def run(task: Task) -> dict[str, Any]:
     te_e = features.apply(task.edge.features, split.x_test)
     te_c = features.apply(task.cloud.features, split.x_test)
     yt = split.y_test
-    p_int8 = _predict(final.edge_int8, te_e)
-    p_float = _predict(final.edge_float, te_e)
-    p_cloud = _predict(final.cloud, te_c)
+    p_int8, p_float, p_cloud = _predict_all(final, te_e, te_c)
     test_rows = cascade.sweep(p_int8, p_cloud, yt)
     pred, off = cascade.cascade_predict(p_int8, p_cloud, threshold)
 

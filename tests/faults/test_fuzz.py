@@ -6,10 +6,8 @@ boundary: raising callbacks and hostile topics do not kill the network thread.""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,36 +23,7 @@ from agent.mqtt.topics import Topics
 from agent.registry import Registry
 from agent.stats import Stats
 from tests.faults.harness import DEPLOY_CONFIG, FULL, PIXELS
-
-
-class RecordingPublisher:
-    """The engine's publisher: records, delivers at once, and checks every topic."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.acks: Counter[int] = Counter()
-        self.published: list[tuple[str, bytes]] = []
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation_data: bytes | None = None,
-        on_delivered: Callable[[], None] | None = None,
-    ) -> bool:
-        assert 0 < len(topic) <= 65535 and not set(topic) & set("+#\x00"), topic
-        with self.lock:
-            self.published.append((topic, payload))
-        if on_delivered is not None:
-            on_delivered()
-        return True
-
-    def ack(self, message: Message) -> None:
-        with self.lock:
-            self.acks[message.mid] += 1
+from tests.helpers import RecordingPublisher
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +85,13 @@ nan_text = st.sampled_from(
     [b'{"id": "n", "input": {"pixels": [[NaN]]}}', b'{"id": "i", "input": Infinity}']
 )
 deep = st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n)
-payloads = raw | near_valid | valid_shaped | nan_text | deep | json_value.map(
-    lambda v: json.dumps(v).encode()
+payloads = (
+    raw
+    | near_valid
+    | valid_shaped
+    | nan_text
+    | deep
+    | json_value.map(lambda v: json.dumps(v).encode())
 )
 tasks = st.sampled_from(["digits", "digits", "digits", "unknown", "a+b", ""])
 response_topics = st.none() | hostile_text
@@ -214,5 +188,3 @@ def test_publishing_to_a_hostile_topic_is_refused_not_raised(topic: str) -> None
         assert client.publish("fine/topic", b"x", qos=1) is True
         assert client.alive()
         client.stop()
-
-
